@@ -1,0 +1,227 @@
+"""The ``kdlab`` command line: a thin layer over the runner, profiles and figures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kdlab.spec import SpecError, load_spec
+
+EXPERIMENTS_DIR = Path("experiments")
+
+
+def _specs(paths: tuple[str, ...], engine: str | None = None) -> list:
+    try:
+        return [load_spec(p, engine=engine) for p in paths]
+    except SpecError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="kdlab")
+def main() -> None:
+    """kdlab: KafkaDirect and RDMA datapaths in simulation (kdsim) and on real verbs (kdreal).
+
+    Start with `kdlab reproduce` (every main experiment, results and figures), `kdlab perftest
+    write_bw -a` (a perftest-like run), or `kdlab profiles` (hardware profiles and their sources).
+    """
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--engine", type=click.Choice(["sim", "real"]), help="override the spec's engine")
+@click.option("--workers", "-j", type=int, default=None, help="parallel sweep points (default: CPU count)")
+@click.option("--results-dir", default="results", show_default=True, help="where Parquet parts are written")
+@click.option("--figures-dir", default="paper_figures", show_default=True)
+@click.option("--figures/--no-figures", default=True, show_default=True, help="draw the spec's figure")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+def run(
+    specs: tuple[str, ...],
+    engine: str | None,
+    workers: int | None,
+    results_dir: str,
+    figures_dir: str,
+    figures: bool,
+    quiet: bool,
+) -> None:
+    """Run experiment SPECS (YAML files): sweep, write results, draw figures."""
+    from kdlab.runner import SweepFailed, run_experiment
+
+    failed = False
+    for spec in _specs(specs, engine):
+        try:
+            df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet)
+        except SweepFailed as err:
+            click.echo(str(err), err=True)
+            df, failed = err.frame, True
+        click.echo(f"{spec.name}: {len(df)} rows -> {results_dir}/{spec.name}/")
+        if figures and spec.figure and len(df):
+            from kdlab.figures import render
+
+            for p in render(df, spec, figures_dir):
+                click.echo(f"  figure {p}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--workers", "-j", type=int, default=None, help="parallel sweep points (default: CPU count)")
+@click.option("--results-dir", default="results", show_default=True)
+@click.option("--figures-dir", default="paper_figures", show_default=True)
+@click.option("--experiments-dir", default=str(EXPERIMENTS_DIR), show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+def reproduce(workers: int | None, results_dir: str, figures_dir: str, experiments_dir: str, quiet: bool) -> None:
+    """Run every main experiment in simulation, draw the figures, check the anchors."""
+    import time
+
+    import pandas as pd
+
+    from kdlab.anchors import check_references
+    from kdlab.figures import render
+    from kdlab.runner import run_experiment
+
+    paths = sorted(str(p) for p in Path(experiments_dir).glob("*.yaml"))
+    specs = [s for s in _specs(tuple(paths), "sim") if s.main]
+    checks = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet)
+        render(df, spec, figures_dir)
+        checks.append(check_references(df, spec))
+        click.echo(f"{spec.name}: {len(df)} rows in {time.perf_counter() - t0:.1f} s")
+    table = pd.concat([c for c in checks if len(c)], ignore_index=True) if checks else pd.DataFrame()
+    if len(table):
+        click.echo("\nPublished values vs simulation:")
+        click.echo(table.drop(columns=["experiment"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        Path(results_dir).mkdir(exist_ok=True)
+        table.to_csv(Path(results_dir) / "anchors.csv", index=False)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True)
+def validate(specs: tuple[str, ...]) -> None:
+    """Check experiment SPECS without running them; print the number of points."""
+    from kdlab.spec import expand
+
+    for spec in _specs(specs):
+        click.echo(f"{spec.name}: ok, {len(expand(spec))} points ({spec.workload}, {spec.engine}, {spec.profile})")
+
+
+@main.command()
+@click.argument("name", required=False)
+def profiles(name: str | None) -> None:
+    """List hardware profiles, or show one: every parameter with unit, tag and source."""
+    from kdsim.profile import ProfileError, available_profiles, load_profile, param_info
+
+    if name is None:
+        for n in available_profiles():
+            click.echo(f"{n:16s} {load_profile(n).description}")
+        return
+    try:
+        prof = load_profile(name)
+    except ProfileError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{prof.name}: {prof.description}\n")
+    for key, value in prof.as_dict().items():
+        src = prof.sources[key]
+        click.echo(f"  {key:28s} {value:>10g} {param_info(key)['unit']:6s} [{src.tag}] {src.text}")
+    if prof.fit:
+        click.echo("\nfit:")
+        for k, v in prof.fit.items():
+            click.echo(f"  {k}: {v}")
+
+
+@main.command()
+@click.argument(
+    "test",
+    type=click.Choice(
+        ["send_lat", "write_lat", "read_lat", "atomic_lat", "send_bw", "write_bw", "read_bw", "atomic_bw"]
+    ),
+)
+@click.option("-s", "--size", type=int, default=None, help="message size in bytes (perftest -s)")
+@click.option("-a", "--all", "all_sizes", is_flag=True, help="sizes 2 B .. 8 MiB (perftest -a)")
+@click.option("-n", "--iters", type=int, default=1000, show_default=True, help="iterations per QP")
+@click.option("-q", "--qp", "qps", type=int, default=1, show_default=True, help="queue pairs")
+@click.option("-t", "--tx-depth", type=int, default=None, help="outstanding WRs per QP (default 128 bw, 1 lat)")
+@click.option("-Q", "--cq-mod", type=int, default=100, show_default=True, help="one CQE per this many WRs")
+@click.option("-l", "--post-list", type=int, default=1, show_default=True, help="WRs per doorbell")
+@click.option("-I", "--inline-size", type=int, default=None, help="max inline bytes (default: device max for lat)")
+@click.option("--profile", default="cx4-edr-100g", show_default=True, help="hardware profile (sim)")
+@click.option("--engine", type=click.Choice(["sim", "real"]), default="sim", show_default=True)
+def perftest(
+    test: str,
+    size: int | None,
+    all_sizes: bool,
+    iters: int,
+    qps: int,
+    tx_depth: int | None,
+    cq_mod: int,
+    post_list: int,
+    inline_size: int | None,
+    profile: str,
+    engine: str,
+) -> None:
+    """Run a perftest-equivalent TEST and print perftest's table (ib_<TEST> in perftest)."""
+    from kdlab.perftest_report import BW_HEADER, LAT_HEADER, format_bw_row, format_latency_row
+    from kdlab.spec import Point
+    from kdlab.workloads.perftest import MAX_SIZE, PerftestParams, PerftestWorkload
+
+    is_lat = test.endswith("_lat")
+    default = 8 if test.startswith("atomic") else (2 if is_lat else 65536)
+    sizes = [1 << i for i in range(1, 24) if (1 << i) <= MAX_SIZE] if all_sizes else [size or default]
+    click.echo(f"# kdlab perftest {test} on {engine} ({profile if engine == 'sim' else 'device'}), {qps} QP(s)")
+    click.echo(LAT_HEADER if is_lat else BW_HEADER)
+    for s in sizes:
+        params = {
+            "test": test,
+            "size": s,
+            "iterations": iters,
+            "qps": qps,
+            "cq_mod": cq_mod,
+            "post_list": post_list,
+            "inline_size": inline_size,
+        }
+        if tx_depth is not None:
+            params["tx_depth"] = tx_depth
+        try:
+            PerftestParams.model_validate(params)
+        except Exception as err:
+            raise click.ClickException(str(err)) from None
+        point = Point("cli-perftest", "perftest", engine, profile, (), tuple(sorted(params.items())), 0)
+        row = PerftestWorkload().run_point(point)[0]
+        msg = row["msg_bytes"]
+        click.echo(format_latency_row(msg, iters, row) if is_lat else format_bw_row(msg, iters * qps, row))
+
+
+@main.command()
+@click.option("--results-dir", default="results", show_default=True)
+@click.option("--figures-dir", default="paper_figures", show_default=True)
+@click.option("--experiments-dir", default=str(EXPERIMENTS_DIR), show_default=True)
+def figures(results_dir: str, figures_dir: str, experiments_dir: str) -> None:
+    """Redraw every experiment's figure from the results already in RESULTS_DIR."""
+    from kdlab.figures import render
+    from kdlab.results import read_results
+
+    for path in sorted(Path(experiments_dir).glob("*.yaml")):
+        spec = _specs((str(path),))[0]
+        if not spec.figure or not (Path(results_dir) / spec.name).is_dir():
+            continue
+        for p in render(read_results(results_dir, spec.name), spec, figures_dir):
+            click.echo(str(p))
+
+
+@main.command("calibrate-anchor")
+@click.argument("profile")
+def calibrate_anchor(profile: str) -> None:
+    """Fit the profile's fitted parameter to its anchor measurement and print the result."""
+    from kdsim.calibrate import fit_anchor
+
+    result = fit_anchor(profile)
+    for k, v in result.items():
+        click.echo(f"{k}: {v}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

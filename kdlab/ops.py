@@ -1,0 +1,221 @@
+"""Operations: what datapath code yields to an engine, and what it gets back.
+
+A datapath role is a generator. Each ``yield`` hands the engine one operation and
+receives its result::
+
+    mr = yield RegMr(4096)
+    yield PostSend(qp, wr)
+    wcs = yield WaitCq(cq)
+
+kdsim executes an operation on modelled hardware (time passes as the model says);
+kdreal performs it with pyverbs, memory and sockets (time passes as the hardware
+says). Datapaths never read a clock or sleep except through these operations, and
+never import an engine.
+
+Operations are mutable slotted dataclasses so that a hot loop can build one and
+yield it again and again, as perftest re-posts the same work request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kdlab.verbs import (
+    Access,
+    CompletionQueue,
+    MemoryRegion,
+    QpCap,
+    QpEndpoint,
+    QueuePair,
+    RecvWR,
+    SendWR,
+)
+
+# --- resources -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class QueryDevice:
+    """Ask the device for its limits -> :class:`kdlab.verbs.DeviceInfo`."""
+
+
+@dataclass(slots=True)
+class RegMr:
+    """Register ``length`` bytes of fresh memory (zeroed) -> :class:`MemoryRegion`.
+
+    ``path`` names a file to memory-map and register instead of anonymous memory
+    (Kafka segments); engines that cannot map files treat it as a label.
+    """
+
+    length: int
+    access: Access = field(default_factory=Access.all)
+    path: str | None = None
+
+
+@dataclass(slots=True)
+class CreateCq:
+    """Create a completion queue with room for ``depth`` entries -> :class:`CompletionQueue`."""
+
+    depth: int = 1024
+
+
+@dataclass(slots=True)
+class CreateQp:
+    """Create an RC queue pair -> :class:`QueuePair` (state INIT until connected)."""
+
+    send_cq: CompletionQueue
+    recv_cq: CompletionQueue
+    cap: QpCap = field(default_factory=QpCap)
+
+
+@dataclass(slots=True)
+class ConnectQp:
+    """Move ``qp`` to RTS connected to the peer ``remote`` (INIT -> RTR -> RTS).
+
+    ``rnr_retry`` (7 = retry forever) and ``min_rnr_timer`` (IBTA encoding; 12 = 0.64
+    ms) are the QP attributes of the same names.
+    """
+
+    qp: QueuePair
+    remote: QpEndpoint
+    rnr_retry: int = 7
+    min_rnr_timer: int = 12
+
+
+# --- the data path ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PostSend:
+    """Post one or more work requests to ``qp``'s send queue with one doorbell."""
+
+    qp: QueuePair
+    wrs: SendWR | list[SendWR]
+
+
+@dataclass(slots=True)
+class PostRecv:
+    """Post one or more receive work requests to ``qp``'s receive queue."""
+
+    qp: QueuePair
+    wrs: RecvWR | list[RecvWR]
+
+
+@dataclass(slots=True)
+class PollCq:
+    """Poll ``cq`` once, without waiting -> list of up to ``max_entries`` completions."""
+
+    cq: CompletionQueue
+    max_entries: int = 16
+
+
+@dataclass(slots=True)
+class WaitCq:
+    """Wait until ``cq`` holds a completion -> list of 1..``max_entries`` completions.
+
+    ``mode="busy"`` spins on the CQ; ``mode="event"`` arms a notification and sleeps
+    until the completion event wakes the thread (``ibv_req_notify_cq`` and
+    ``ibv_get_cq_event``), which costs a wake-up but no CPU while waiting.
+    """
+
+    cq: CompletionQueue
+    max_entries: int = 16
+    mode: Literal["busy", "event"] = "busy"
+
+
+# --- the host ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReadMem:
+    """CPU load of ``length`` bytes at ``offset`` of a local MR -> ``bytes``."""
+
+    mr: MemoryRegion
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class WriteMem:
+    """CPU store of ``data`` at ``offset`` of a local MR."""
+
+    mr: MemoryRegion
+    offset: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class SpinUntil:
+    """Spin on local memory until ``mr[offset:offset+len(value)] == value``.
+
+    This is how perftest's write-latency test and slot pollers learn that a peer's
+    RDMA WRITE landed.
+    """
+
+    mr: MemoryRegion
+    offset: int
+    value: bytes
+
+
+@dataclass(slots=True)
+class Compute:
+    """CPU work of a named ``kind`` over ``nbytes`` (``"copy"``, ``"crc32c"``, ...).
+
+    kdsim charges the host profile's cost for that kind; kdreal does nothing extra,
+    since the datapath performs the real work itself.
+    """
+
+    kind: str
+    nbytes: int = 0
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Let ``duration_ns`` nanoseconds pass without using the CPU."""
+
+    duration_ns: float
+
+
+@dataclass(slots=True)
+class Clock:
+    """Read the engine's clock -> nanoseconds (for measurement, not for decisions)."""
+
+
+# --- out-of-band rendezvous --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Publish:
+    """Publish ``value`` under ``key`` for the other roles of this run (TCP in kdreal)."""
+
+    key: str
+    value: Any
+
+
+@dataclass(slots=True)
+class Lookup:
+    """Wait until ``key`` is published, then -> its value."""
+
+    key: str
+
+
+Operation = (
+    QueryDevice
+    | RegMr
+    | CreateCq
+    | CreateQp
+    | ConnectQp
+    | PostSend
+    | PostRecv
+    | PollCq
+    | WaitCq
+    | ReadMem
+    | WriteMem
+    | SpinUntil
+    | Compute
+    | Sleep
+    | Clock
+    | Publish
+    | Lookup
+)

@@ -1,0 +1,245 @@
+"""Experiment specs: a human-written YAML file, validated, expanded into sweep points.
+
+A spec names a workload, its base parameters, a sweep grid and seeds::
+
+    name: perftest-send-lat
+    workload: perftest
+    profile: cx4-edr-100g
+    params: {test: send_lat, iterations: 1000, tx_depth: 1}
+    sweep:
+      size: {pow2: [2, 1048576]}
+    seeds: [1]
+
+Every error names the field and what it allows, e.g.
+``experiments/x.yaml: params.size: must be >= 1 (got 0)``. Sweep keys may name a
+workload parameter (``size``) or a profile parameter (``profile.nic.qpc_cache_entries``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENGINES = ("sim", "real")
+
+
+class SpecError(ValueError):
+    """A spec is malformed; the message names the field and the allowed values."""
+
+
+class Pow2(BaseModel):
+    """``{pow2: [lo, hi]}``: lo, 2*lo, 4*lo, ... up to hi (both powers of two)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pow2: tuple[int, int]
+
+    def values(self) -> list[int]:
+        lo, hi = self.pow2
+        if lo < 1 or hi < lo or lo & (lo - 1) or hi & (hi - 1):
+            raise SpecError(f"pow2: [{lo}, {hi}] must be powers of two with 1 <= lo <= hi")
+        out, v = [], lo
+        while v <= hi:
+            out.append(v)
+            v *= 2
+        return out
+
+
+class Range(BaseModel):
+    """``{range: [start, stop, step]}``: start, start+step, ... <= stop."""
+
+    model_config = ConfigDict(extra="forbid")
+    range: tuple[float, float, float]
+
+    def values(self) -> list[float]:
+        start, stop, step = self.range
+        if step <= 0 or stop < start:
+            raise SpecError(f"range: [{start}, {stop}, {step}] needs step > 0 and stop >= start")
+        n = int((stop - start) / step + 1e-9) + 1
+        return [start + i * step for i in range(n)]
+
+
+SweepAxis = list[Any] | Pow2 | Range
+
+
+class Reference(BaseModel):
+    """A published value to draw beside the results (an anchor, a paper's claim)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    source: str
+    x_param: str
+    metric: str
+    points: list[tuple[float, float]] = Field(min_length=1)
+    tolerance: float | None = Field(default=None, gt=0, description="relative, e.g. 0.1 for 10%")
+    where: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentSpec(BaseModel):
+    """The validated form of an experiment file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    workload: str
+    engine: Literal["sim", "real"] = "sim"
+    profile: str = "cx4-edr-100g"
+    switch: bool | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, SweepAxis] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    figure: str | None = None
+    references: list[Reference] = Field(default_factory=list)
+    main: bool = Field(default=True, description="part of `kdlab reproduce`")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        return v
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: a workload config on one engine, profile and seed."""
+
+    experiment: str
+    workload: str
+    engine: str
+    profile: str
+    profile_overrides: tuple[tuple[str, float], ...]
+    params: tuple[tuple[str, Any], ...]
+    seed: int
+    switch: bool | None = None
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the result (with the code version, its cache key)."""
+        return {
+            "workload": self.workload,
+            "engine": self.engine,
+            "profile": self.profile,
+            "profile_overrides": dict(self.profile_overrides),
+            "params": dict(self.params),
+            "seed": self.seed,
+            "switch": self.switch,
+        }
+
+    def key(self, version: str) -> str:
+        blob = json.dumps({**self.config(), "version": version}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{origin}: {loc or '<top>'}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) -> ExperimentSpec:
+    """Read and validate a spec from a YAML file, YAML text or a mapping."""
+    origin = "<spec>"
+    if isinstance(source, dict):
+        doc: Any = source
+    else:
+        path = Path(source)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            if not path.exists():
+                raise SpecError(f"spec file {str(path)!r} does not exist")
+            origin = str(path)
+            text = path.read_text()
+        else:
+            text = str(source)
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SpecError(f"{origin}: not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{origin}: a spec is a mapping with at least 'name' and 'workload'")
+    if engine is not None:
+        doc = {**doc, "engine": engine}
+    try:
+        spec = ExperimentSpec.model_validate(doc)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, origin)) from None
+    _check_profile(spec, origin)
+    from kdlab.workloads import get_workload  # workloads validate their own params
+
+    get_workload(spec.workload, origin).validate_spec(spec, origin)
+    return spec
+
+
+def _check_profile(spec: ExperimentSpec, origin: str) -> None:
+    """The profile must exist and swept profile parameters must be valid values."""
+    from kdsim.profile import ProfileError, load_profile
+
+    names = [spec.profile]
+    if "profile" in spec.sweep:
+        axis = spec.sweep["profile"]
+        if not isinstance(axis, list):
+            raise SpecError(f"{origin}: sweep.profile: give a list of profile names")
+        names = axis
+    try:
+        profile = next(load_profile(n) for n in names)
+    except ProfileError as err:
+        raise SpecError(f"{origin}: profile: {err}") from None
+    for key, axis in spec.sweep.items():
+        if not key.startswith("profile."):
+            continue  # workload parameters are checked by the workload
+        values = axis.values() if isinstance(axis, Pow2 | Range) else list(axis)
+        for value in values:
+            try:
+                profile.with_overrides({key.removeprefix("profile."): value})
+            except ProfileError as err:
+                raise SpecError(f"{origin}: sweep.{key}: {err}") from None
+
+
+def expand(spec: ExperimentSpec) -> list[Point]:
+    """The sweep grid times the seeds, in a stable order."""
+    axes: list[tuple[str, list[Any]]] = []
+    for key, axis in spec.sweep.items():
+        values = axis.values() if isinstance(axis, Pow2 | Range) else list(axis)
+        if not values:
+            raise SpecError(f"sweep.{key}: needs at least one value")
+        axes.append((key, values))
+    points = []
+    for combo in itertools.product(*(v for _, v in axes)):
+        params = dict(spec.params)
+        overrides: dict[str, float] = {}
+        profile = spec.profile
+        for (key, _), value in zip(axes, combo, strict=True):
+            if key == "profile":
+                profile = value
+            elif key.startswith("profile."):
+                overrides[key.removeprefix("profile.")] = value
+            else:
+                params[key] = value
+        for seed in spec.seeds:
+            points.append(
+                Point(
+                    experiment=spec.name,
+                    workload=spec.workload,
+                    engine=spec.engine,
+                    profile=profile,
+                    profile_overrides=tuple(sorted(overrides.items())),
+                    params=tuple(sorted(params.items())),
+                    seed=seed,
+                    switch=spec.switch,
+                )
+            )
+    return points

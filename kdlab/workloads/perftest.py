@@ -1,0 +1,72 @@
+"""The ``perftest`` workload: perftest's tests on any engine, perftest's columns out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kdlab.datapaths.perftest import HALF_RTT_TESTS, PerftestConfig, merge_bandwidth, roles
+from kdlab.engines import make_engine
+from kdlab.perftest_report import bandwidth_stats, latency_stats
+from kdlab.spec import ExperimentSpec, Point, Pow2, Range, SpecError, expand, format_validation_error
+
+#: perftest's largest message (``MAX_SIZE``, 8 MiB).
+MAX_SIZE = 8 * 1024 * 1024
+
+
+class PerftestParams(BaseModel):
+    """Parameters of one perftest run, with perftest's defaults and limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test: Literal["send_lat", "write_lat", "read_lat", "atomic_lat", "send_bw", "write_bw", "read_bw", "atomic_bw"]
+    size: int = Field(default=65536, ge=1, le=MAX_SIZE, description="message size, bytes")
+    iterations: int = Field(default=1000, ge=5, le=10_000_000, description="per QP")
+    qps: int = Field(default=1, ge=1, le=16384)
+    tx_depth: int = Field(default=128, ge=1, le=16384)
+    rx_depth: int = Field(default=512, ge=1, le=16384)
+    cq_mod: int = Field(default=100, ge=1, le=1024)
+    post_list: int = Field(default=1, ge=1, le=1024)
+    inline_size: int | None = Field(default=None, ge=0, le=1024)
+    atomic: Literal["fetch_add", "cmp_swap"] = "fetch_add"
+    threads: int = Field(default=1, ge=1, le=64, description="client threads (bandwidth tests)")
+
+
+class PerftestWorkload:
+    name = "perftest"
+
+    def validate_spec(self, spec: ExperimentSpec, origin: str) -> None:
+        for key, axis in spec.sweep.items():
+            if key == "profile" or key.startswith("profile."):
+                continue
+            if key not in PerftestParams.model_fields:
+                allowed = ", ".join(PerftestParams.model_fields)
+                raise SpecError(f"{origin}: sweep.{key}: not a perftest parameter; allowed: {allowed}, profile.*")
+            if isinstance(axis, Pow2 | Range):
+                axis.values()
+        try:
+            for point in expand(spec):
+                PerftestParams.model_validate(point.params_dict)
+        except ValidationError as err:
+            raise SpecError(format_validation_error(err, f"{origin}: params")) from None
+
+    def run_point(self, point: Point) -> list[dict[str, Any]]:
+        p = PerftestParams.model_validate(point.params_dict)
+        cfg = PerftestConfig(**p.model_dump())
+        if cfg.is_latency and "tx_depth" not in point.params_dict:
+            cfg = PerftestConfig(**{**p.model_dump(), "tx_depth": 1})
+        engine = make_engine(
+            point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides), switch=point.switch
+        )
+        results = engine.run(roles(cfg))
+        out = merge_bandwidth([v for k, v in sorted(results.items()) if k.startswith("client")])
+        if cfg.is_latency:
+            half = 2.0 if cfg.test in HALF_RTT_TESTS else 1.0
+            metrics = latency_stats(s / half / 1000.0 for s in out["samples_ns"])
+        else:
+            metrics = bandwidth_stats(
+                out["messages"], out["msg_bytes"], out["t_first_post_ns"], out["t_last_completion_ns"],
+                out["block_posted_ns"], out["block_completed_ns"], out["cq_mod"],
+            )  # fmt: skip
+        return [{**p.model_dump(), "msg_bytes": cfg.msg_bytes, **metrics}]

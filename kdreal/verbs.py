@@ -1,0 +1,470 @@
+"""One role's verbs resources on a real device, through pyverbs.
+
+:class:`Verbs` owns a role process's device context, protection domain, memory
+regions, completion queues and queue pairs, and performs kdlab operations on them.
+It hands out the engine-neutral handles of :mod:`kdlab.verbs` and maps pyverbs work
+completions back to :class:`kdlab.verbs.WorkCompletion`. pyverbs is imported when
+the first resource is needed, in the role's own process (after the fork).
+
+Every wait (CQ polling, memory spinning, completion events) gives up after
+``timeout_s`` with :class:`TimeoutError`, so a lost completion never hangs a run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import mmap
+import os
+import random
+import select
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from kdlab.verbs import (
+    Access,
+    CompletionQueue,
+    DeviceInfo,
+    MemoryRegion,
+    QpCap,
+    QpEndpoint,
+    QueuePair,
+    RecvWR,
+    SendWR,
+    WcOpcode,
+    WcStatus,
+    WorkCompletion,
+)
+
+#: max_inline_data values tried, largest first, to find the device's limit.
+INLINE_PROBE = (1024, 512, 400, 256, 220, 188, 128, 64, 32, 16, 0)
+#: How many spin iterations pass between two looks at the clock.
+_SPIN_CHECK = 256
+_QP_ACCESS = int(Access.all())
+_IBV_SEND_SIGNALED = 2
+_IBV_SEND_INLINE = 8
+_IBV_WC_WITH_IMM = 2
+_IBV_QPT_RC = 2
+
+
+class VerbsError(RuntimeError):
+    """A verb failed as ``ibv_*`` reports it (the pyverbs error is chained)."""
+
+
+class WcStatusExt(IntEnum):
+    """``ibv_wc_status`` values that :class:`kdlab.verbs.WcStatus` does not name."""
+
+    LOC_EEC_OP_ERR = 3
+    MW_BIND_ERR = 6
+    BAD_RESP_ERR = 7
+    REM_ABORT_ERR = 14
+    INV_EECN_ERR = 15
+    INV_EEC_STATE_ERR = 16
+    FATAL_ERR = 17
+    RESP_TIMEOUT_ERR = 18
+    GENERAL_ERR = 19
+    TM_ERR = 20
+    TM_RNDV_INCOMPLETE = 21
+
+
+class WcOpcodeExt(IntEnum):
+    """``ibv_wc_opcode`` values that :class:`kdlab.verbs.WcOpcode` does not name."""
+
+    BIND_MW = 5
+    LOCAL_INV = 6
+    TSO = 7
+    TM_ADD = 130
+    TM_DEL = 131
+    TM_SYNC = 132
+    TM_RECV = 133
+    TM_NO_TAG = 134
+    DRIVER1 = 135
+
+
+_STATUS: dict[int, IntEnum] = {**{int(s): s for s in WcStatusExt}, **{int(s): s for s in WcStatus}}
+_OPCODE: dict[int, IntEnum] = {**{int(o): o for o in WcOpcodeExt}, **{int(o): o for o in WcOpcode}}
+
+
+def to_work_completion(wc: Any) -> WorkCompletion:
+    """A pyverbs ``WC`` as a :class:`WorkCompletion` (enums keep libibverbs values).
+
+    ``imm_data`` is the raw 32-bit field, as posted: pyverbs and kdsim both treat
+    it as a host integer, so a receiver sees exactly the value the sender posted.
+    libibverbs leaves ``opcode`` undefined in error completions; rxe fills in the
+    requester's opcode, but a flushed receive reports 0 (``SEND``).
+    """
+    imm = wc.imm_data if wc.wc_flags & _IBV_WC_WITH_IMM else None
+    status = _STATUS.get(wc.status) or WcStatusExt.GENERAL_ERR
+    opcode = _OPCODE.get(wc.opcode) or WcOpcode.SEND
+    return WorkCompletion(wc.wr_id, status, opcode, wc.byte_len, imm, wc.qp_num)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Cq:
+    cq: Any
+    channel: Any = None
+    fd: int | None = None  # the completion channel's file descriptor, for select()
+
+
+@dataclass
+class _Mr:
+    mr: Any
+    length: int
+    backing: list[Any] = field(default_factory=list)  # mmap and its ctypes view, for file-backed MRs
+
+
+def _event_fds() -> set[int]:
+    """This process's completion-channel file descriptors (anon inodes ``[infinibandevent]``)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").endswith("[infinibandevent]"):
+                fds.add(int(name))
+        except OSError:
+            continue
+    return fds
+
+
+class Verbs:
+    """The verbs resources of one role process on one device port."""
+
+    def __init__(
+        self, host: str, device: str | None = None, gid_index: int | None = None, port: int = 1,
+        timeout_s: float = 30.0,
+    ) -> None:  # fmt: skip
+        self.host = host
+        self.device = device
+        self.port = port
+        self.timeout_s = timeout_s
+        self._gid_index = gid_index
+        self._ctx: Any = None
+        self._ids = iter(range(1, 1 << 62))
+        self._mrs: dict[int, _Mr] = {}
+        self._cqs: dict[int, _Cq] = {}
+        self._qps: dict[int, Any] = {}
+        self._psn: dict[int, int] = {}
+        self._info: DeviceInfo | None = None
+
+    # --- the device ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        import pyverbs.device as pvdev
+        from pyverbs.pd import PD
+
+        try:
+            import pyverbs.enums as e
+        except ImportError:  # rdma-core >= ~50 renamed the module
+            import pyverbs.libibverbs_enums as e  # type: ignore[no-redef]
+        self.e = e
+        name = self.device
+        if name is None:
+            devices = pvdev.get_device_list()
+            if not devices:
+                raise VerbsError("no RDMA device found")
+            name = devices[0].name.decode()
+        self._ctx = pvdev.Context(name=name)
+        self.name = name
+        self._pd = PD(self._ctx)
+        self._dev_attr = self._ctx.query_device()
+        self._port_attr = self._ctx.query_port(self.port)
+        self.gid_index = self._gid_index if self._gid_index is not None else self._pick_gid()
+        self.gid = str(self._ctx.query_gid(self.port, self.gid_index))
+
+    @property
+    def ctx(self) -> Any:
+        if self._ctx is None:
+            self._open()
+        return self._ctx
+
+    def _pick_gid(self) -> int:
+        """Prefer an IPv4-mapped GID (RoCE over IPv4; index 1 for rxe on ``lo``), else index 0."""
+        for index in range(self._port_attr.gid_tbl_len):
+            try:
+                gid = ipaddress.IPv6Address(str(self._ctx.query_gid(self.port, index)))
+            except Exception:  # an empty or unreadable table entry
+                continue
+            if gid.ipv4_mapped is not None:
+                return index
+        return 0
+
+    def query_device(self) -> DeviceInfo:
+        if self._info is None:
+            attr = self.ctx and self._dev_attr
+            self._info = DeviceInfo(
+                name=self.name, max_inline_data=self._probe_inline(), max_qp_rd_atom=attr.max_qp_rd_atom,
+                max_qp_wr=attr.max_qp_wr, max_cqe=attr.max_cqe,
+            )  # fmt: skip
+        return self._info
+
+    def _probe_inline(self) -> int:
+        """The largest max_inline_data of :data:`INLINE_PROBE` an RC QP can be created with."""
+        from pyverbs.cq import CQ
+
+        cq = CQ(self.ctx, 4)
+        try:
+            for size in INLINE_PROBE:
+                try:
+                    qp = self._new_qp(cq, cq, QpCap(4, 4, 1, 1, size))
+                except Exception:
+                    continue
+                qp.close()
+                return size
+            return 0
+        finally:
+            cq.close()
+
+    # --- resources ----------------------------------------------------------------
+
+    def reg_mr(self, length: int, access: Access, path: str | None = None) -> MemoryRegion:
+        """Register ``length`` zeroed bytes, or the first ``length`` bytes of file ``path``."""
+        from pyverbs.mr import MR
+
+        if length <= 0:
+            raise ValueError(f"RegMr.length must be > 0 bytes, got {length}")
+        backing: list[Any] = []
+        try:
+            if path is None:
+                mr = MR(self._pd_(), length, int(access))
+            else:
+                buf = self._map_file(path, length)
+                backing = [buf, ctypes.c_char.from_buffer(buf)]
+                mr = MR(self._pd_(), length, int(access), address=ctypes.addressof(backing[1]))
+        except Exception as err:
+            raise VerbsError(f"RegMr({length}, path={path!r}) failed: {err}") from err
+        self._mrs[mr.lkey] = _Mr(mr, length, backing)
+        return MemoryRegion(addr=mr.buf, length=length, lkey=mr.lkey, rkey=mr.rkey, host=self.host)
+
+    @staticmethod
+    def _map_file(path: str, length: int) -> mmap.mmap:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < length:
+                os.ftruncate(fd, length)
+            return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+
+    def _pd_(self) -> Any:
+        self.ctx  # noqa: B018 - opens the device on first use
+        return self._pd
+
+    def create_cq(self, depth: int) -> CompletionQueue:
+        """A CQ with its own completion channel, so that it can be waited on in event mode."""
+        from pyverbs.cq import CQ, CompChannel
+
+        if depth < 1:
+            raise ValueError(f"CreateCq.depth must be >= 1, got {depth}")
+        try:
+            before = _event_fds()
+            channel = CompChannel(self.ctx)
+            new = _event_fds() - before
+            cq = CQ(self.ctx, depth, None, channel, 0)
+        except Exception as err:
+            raise VerbsError(f"CreateCq({depth}) failed: {err}") from err
+        handle = CompletionQueue(next(self._ids), depth, self.host)
+        self._cqs[handle.cq_id] = _Cq(cq, channel, new.pop() if len(new) == 1 else None)
+        return handle
+
+    def _new_qp(self, scq: Any, rcq: Any, cap: QpCap) -> Any:
+        from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
+
+        pcap = QPCap(cap.max_send_wr, cap.max_recv_wr, cap.max_send_sge, cap.max_recv_sge, cap.max_inline_data)
+        init = QPInitAttr(qp_type=_IBV_QPT_RC, scq=scq, rcq=rcq, cap=pcap)
+        attr = QPAttr(port_num=self.port)
+        attr.qp_access_flags = _QP_ACCESS
+        return QP(self._pd_(), init, attr)  # RC: returned in INIT
+
+    def create_qp(self, send_cq: CompletionQueue, recv_cq: CompletionQueue, cap: QpCap) -> QueuePair:
+        try:
+            qp = self._new_qp(self._cq(send_cq).cq, self._cq(recv_cq).cq, cap)
+        except KeyError:
+            raise
+        except Exception as err:
+            raise VerbsError(f"CreateQp({cap}) failed: {err}") from err
+        psn = random.getrandbits(24)
+        self._qps[qp.qp_num] = qp
+        self._psn[qp.qp_num] = psn
+        info = {"psn": psn, "gid": self.gid, "lid": self._port_attr.lid}
+        return QueuePair(qp.qp_num, self.host, send_cq, recv_cq, cap, info)
+
+    def connect_qp(self, qp: QueuePair, remote: QpEndpoint, rnr_retry: int, min_rnr_timer: int) -> None:
+        """INIT -> RTR -> RTS towards ``remote`` (perftest's and ibv_rc_pingpong's attributes)."""
+        from pyverbs.addr import GID, AHAttr, GlobalRoute
+        from pyverbs.qp import QPAttr
+
+        pqp = self._qp(qp)
+        attr = QPAttr(port_num=self.port, path_mtu=self._port_attr.active_mtu)
+        attr.qp_access_flags = _QP_ACCESS
+        attr.dest_qp_num = remote.qp_num
+        attr.rq_psn = remote.psn
+        attr.sq_psn = self._psn[qp.qp_num]
+        attr.max_dest_rd_atomic = self._dev_attr.max_qp_rd_atom
+        attr.max_rd_atomic = self._dev_attr.max_qp_init_rd_atom
+        attr.min_rnr_timer = min_rnr_timer
+        attr.rnr_retry = rnr_retry
+        attr.timeout = 14
+        attr.retry_cnt = 7
+        try:
+            if remote.gid:
+                gr = GlobalRoute(dgid=GID(remote.gid), sgid_index=self.gid_index)
+                attr.ah_attr = AHAttr(port_num=self.port, is_global=1, gr=gr, dlid=remote.lid)
+            else:
+                attr.ah_attr = AHAttr(port_num=self.port, is_global=0, dlid=remote.lid)
+            pqp.to_rts(attr)
+        except Exception as err:
+            raise VerbsError(f"ConnectQp({qp.qp_num} -> {remote}) failed: {err}") from err
+
+    # --- the data path --------------------------------------------------------------
+
+    def post_send(self, qp: QueuePair, wrs: SendWR | list[SendWR]) -> None:
+        """Post one WR, or a list chained into one ``ibv_post_send`` call."""
+        from pyverbs.wr import SGE as PvSGE
+        from pyverbs.wr import SendWR as PvSendWR
+
+        pqp = self._qp(qp)
+        chain: list[Any] = []
+        nxt = None
+        for wr in reversed(wrs if isinstance(wrs, list) else [wrs]):
+            sges = [PvSGE(s.addr, s.length, s.lkey) for s in wr.sg_list] or [PvSGE(0, 0, 0)]
+            flags = (_IBV_SEND_SIGNALED if wr.signaled else 0) | (_IBV_SEND_INLINE if wr.inline else 0)
+            pwr = PvSendWR(
+                wr_id=wr.wr_id, opcode=int(wr.opcode), num_sge=len(sges), sg=sges, send_flags=flags,
+                imm_data=wr.imm_data, next_wr=nxt,
+            )  # fmt: skip
+            if not wr.sg_list:
+                pwr.num_sge = 0
+            if wr.opcode in (5, 6):  # ATOMIC_CMP_AND_SWP, ATOMIC_FETCH_AND_ADD
+                pwr.set_wr_atomic(wr.rkey, wr.remote_addr, wr.compare_add, wr.swap)
+            elif wr.opcode != 2 and wr.opcode != 3:  # not SEND / SEND_WITH_IMM: RDMA
+                pwr.set_wr_rdma(wr.rkey, wr.remote_addr)
+            chain.append(pwr)
+            nxt = pwr
+        try:
+            pqp.post_send(nxt)
+        except Exception as err:
+            raise VerbsError(f"PostSend on QP {qp.qp_num} failed: {err} ({wrs!r})") from err
+
+    def post_recv(self, qp: QueuePair, wrs: RecvWR | list[RecvWR]) -> None:
+        """Post receive WRs (the same WR object may appear several times in the list)."""
+        from pyverbs.wr import SGE as PvSGE
+        from pyverbs.wr import RecvWR as PvRecvWR
+
+        pqp = self._qp(qp)
+        chain: list[Any] = []
+        nxt = None
+        for wr in reversed(wrs if isinstance(wrs, list) else [wrs]):
+            sges = [PvSGE(s.addr, s.length, s.lkey) for s in wr.sg_list] or [PvSGE(0, 0, 0)]
+            pwr = PvRecvWR(wr_id=wr.wr_id, num_sge=len(sges), sg=sges, next_wr=nxt)
+            if not wr.sg_list:
+                pwr.num_sge = 0
+            chain.append(pwr)
+            nxt = pwr
+        try:
+            pqp.post_recv(nxt)
+        except Exception as err:
+            raise VerbsError(f"PostRecv on QP {qp.qp_num} failed: {err}") from err
+
+    def poll_cq(self, cq: CompletionQueue, max_entries: int) -> list[WorkCompletion]:
+        n, wcs = self._cq(cq).cq.poll(max_entries)
+        return [to_work_completion(wc) for wc in wcs] if n else []
+
+    def wait_cq(self, cq: CompletionQueue, max_entries: int, mode: str) -> list[WorkCompletion]:
+        """Spin (``busy``) or sleep on the completion channel (``event``) until a completion arrives."""
+        entry = self._cq(cq)
+        pcq = entry.cq
+        n, wcs = pcq.poll(max_entries)
+        if n:
+            return [to_work_completion(wc) for wc in wcs]
+        deadline = time.monotonic() + self.timeout_s
+        if mode == "busy":
+            spins = 0
+            while True:
+                n, wcs = pcq.poll(max_entries)
+                if n:
+                    return [to_work_completion(wc) for wc in wcs]
+                spins += 1
+                if spins % _SPIN_CHECK == 0 and time.monotonic() > deadline:
+                    raise TimeoutError(f"WaitCq: no completion on CQ {cq.cq_id} within {self.timeout_s} s")
+        if mode != "event":
+            raise ValueError(f"WaitCq.mode must be 'busy' or 'event', got {mode!r}")
+        while True:
+            pcq.req_notify()
+            n, wcs = pcq.poll(max_entries)  # a completion may have landed before the CQ was armed
+            if n:
+                return [to_work_completion(wc) for wc in wcs]
+            left = deadline - time.monotonic()
+            if entry.fd is not None and (left <= 0 or not select.select([entry.fd], [], [], left)[0]):
+                raise TimeoutError(f"WaitCq(event): no completion event on CQ {cq.cq_id} within {self.timeout_s} s")
+            entry.channel.get_cq_event(pcq)
+            pcq.ack_events(1)
+            n, wcs = pcq.poll(max_entries)
+            if n:
+                return [to_work_completion(wc) for wc in wcs]
+
+    # --- host memory ----------------------------------------------------------------
+
+    def _mr(self, handle: MemoryRegion, offset: int, length: int, what: str) -> Any:
+        entry = self._mrs.get(handle.lkey)
+        if entry is None or handle.host != self.host:
+            raise VerbsError(f"memory region {handle} is not registered by this role")
+        if offset < 0 or offset + length > entry.length:
+            raise ValueError(f"{what}: bytes [{offset}, {offset + length}) lie outside the {entry.length} B MR")
+        return entry.mr
+
+    def read_mem(self, handle: MemoryRegion, offset: int, length: int) -> bytes:
+        return self._mr(handle, offset, length, "ReadMem").read(length, offset)
+
+    def write_mem(self, handle: MemoryRegion, offset: int, data: bytes) -> None:
+        self._mr(handle, offset, len(data), "WriteMem").write(bytes(data), len(data), offset)
+
+    def spin_until(self, handle: MemoryRegion, offset: int, value: bytes) -> None:
+        n = len(value)
+        mr = self._mr(handle, offset, n, "SpinUntil")
+        read = mr.read
+        if read(n, offset) == value:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        spins = 0
+        while read(n, offset) != value:
+            spins += 1
+            if spins % _SPIN_CHECK == 0 and time.monotonic() > deadline:
+                raise TimeoutError(f"SpinUntil: MR {handle.lkey} [{offset}:{offset + n}] != {value!r} after "
+                                   f"{self.timeout_s} s (last {read(n, offset)!r})")  # fmt: skip
+
+    # --- lookup and teardown ----------------------------------------------------------
+
+    def _cq(self, handle: CompletionQueue) -> _Cq:
+        try:
+            return self._cqs[handle.cq_id]
+        except KeyError:
+            raise VerbsError(f"completion queue {handle} was not created by this role") from None
+
+    def _qp(self, handle: QueuePair) -> Any:
+        try:
+            return self._qps[handle.qp_num]
+        except KeyError:
+            raise VerbsError(f"queue pair {handle.qp_num} was not created by this role") from None
+
+    def close(self) -> None:
+        """Destroy QPs, MRs, CQs and channels, PD and context, in that order."""
+        for qp in self._qps.values():
+            qp.close()
+        for entry in self._mrs.values():
+            entry.mr.close()
+            if entry.backing:
+                buf = entry.backing[0]
+                entry.backing.clear()
+                buf.close()
+        for c in self._cqs.values():
+            c.cq.close()
+            if c.channel is not None:
+                c.channel.close()
+        if self._ctx is not None:
+            self._pd.close()
+            self._ctx.close()
+        self._qps.clear()
+        self._mrs.clear()
+        self._cqs.clear()
+        self._ctx = None

@@ -1,0 +1,399 @@
+"""kdsim's engine: runs datapath roles on a SimPy model of hosts, NICs and links.
+
+Each role is driven by one SimPy process that feeds the role's generator the result
+of every operation it yields. CPU time a role spends (posting, polling, copying) is
+kept as *debt*, time the thread is ahead of the simulator clock: it is paid with a
+single timer only when the thread must wait for something, so a run of posts costs
+no events. A thread never observes the world before its own time: a waiter is
+woken no earlier than ``now + debt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import simpy
+
+from kdlab import ops
+from kdlab.program import Role
+from kdlab.verbs import CompletionQueue, DeviceInfo, QpCap, QueuePair
+from kdsim.fabric import Fabric
+from kdsim.memory import HostMemory, SimMr
+from kdsim.profile import Profile, load_profile
+from kdsim.queues import QpState, SimCq, SimQp, Waiter
+from kdsim.rnic import Rnic
+from kdsim.transport import RcTransport
+
+#: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in microseconds (table 45).
+RNR_TIMER_US = (
+    655.36, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 0.96, 1.28, 1.92,
+    2.56, 3.84, 5.12, 7.68, 10.24, 15.36, 20.48, 30.72, 40.96, 61.44, 81.92, 122.88, 163.84, 245.76,
+    327.68, 491.52,
+)  # fmt: skip
+
+
+class SimulationError(RuntimeError):
+    """A role failed, or the roles cannot make progress (deadlock)."""
+
+
+class VerbsError(RuntimeError):
+    """A verb was called in a way the verbs API rejects (as ibv_* would return an error)."""
+
+
+@dataclass
+class RoleState:
+    """A role's thread: its host, CPU debt and accounting."""
+
+    name: str
+    host: str
+    debt: float = 0.0
+    busy_ns: float = 0.0
+    waiting_for: str = ""
+    done: bool = False
+
+
+@dataclass
+class RunStats:
+    """What a run did, for benchmarks and reports."""
+
+    sim_time_ns: float = 0.0
+    work_requests: int = 0
+    transport_events: int = 0
+    role_cpu_busy_ns: dict[str, float] = field(default_factory=dict)
+    utilisation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class SimEngine:
+    """Execute roles on modelled hardware. One engine instance runs one program."""
+
+    name = "sim"
+
+    def __init__(self, profile: Profile | str, *, seed: int = 0, switch: bool | None = None) -> None:
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self.seed = seed
+        self.switch = switch
+        self.stats = RunStats()
+
+    # --- running ------------------------------------------------------------------
+
+    def run(self, roles: Sequence[Role], until_ns: float | None = None) -> dict[str, Any]:
+        names = [r.name for r in roles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"role names must be unique, got {names}")
+        env = self.env = simpy.Environment()
+        hosts = sorted({r.host for r in roles})
+        profile = self.profile
+        keys = count(0x100)
+        self.memories = {h: HostMemory(h, keys) for h in hosts}
+        self.nics = {h: Rnic(h, profile) for h in hosts}
+        self.fabric = Fabric(profile, hosts, self.switch) if len(hosts) > 1 else None
+        self.transport = RcTransport(env, profile, self.fabric, self.nics, self.memories)  # type: ignore[arg-type]
+        self._cqs: dict[int, SimCq] = {}
+        self._qps: dict[tuple[str, int], SimQp] = {}
+        self._mrs: dict[tuple[str, int], SimMr] = {}
+        self._ids = count(1)
+        self._published: dict[str, Any] = {}
+        self._lookups: dict[str, list[simpy.Event]] = {}
+        self._states = {r.name: RoleState(r.name, r.host) for r in roles}
+        results: dict[str, Any] = {}
+        procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
+        env.run(until=until_ns)
+        for name, proc in procs.items():
+            if proc.triggered and not proc.ok:  # pragma: no cover - SimPy re-raises first
+                raise SimulationError(f"role {name!r} failed: {proc.value}")
+        stuck = [s for s in self._states.values() if not s.done]
+        if stuck and until_ns is None:
+            detail = ", ".join(f"{s.name} waiting for {s.waiting_for or 'nothing'}" for s in stuck)
+            raise SimulationError(f"deadlock: no events left but roles have not finished: {detail}")
+        self._collect_stats(env.now)
+        return results
+
+    def _collect_stats(self, now: float) -> None:
+        st = self.stats
+        st.sim_time_ns = now
+        st.transport_events = self.transport.events
+        st.role_cpu_busy_ns = {s.name: s.busy_ns for s in self._states.values()}
+        st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
+        if self.fabric is not None:
+            for h, link in self.fabric.uplink.items():
+                st.utilisation.setdefault(h, {})["uplink"] = link.busy_ns / now if now else 0.0
+
+    def _drive(self, role: Role, st: RoleState, results: dict[str, Any]) -> Generator[simpy.Event, Any, None]:
+        gen = role.body(**role.args)
+        handlers = self._handlers
+        value: Any = None
+        exc: BaseException | None = None
+        while True:
+            try:
+                op = gen.throw(exc) if exc is not None else gen.send(value)
+            except StopIteration as stop:
+                results[role.name] = stop.value
+                break
+            except Exception as err:
+                raise SimulationError(f"role {role.name!r} failed: {err!r}") from err
+            exc = None
+            handler = handlers.get(type(op))
+            if handler is None:
+                exc = TypeError(f"role {role.name!r} yielded {op!r}, which is not an operation of kdlab.ops")
+                continue
+            try:
+                value = handler(self, op, st)
+            except (VerbsError, ValueError, KeyError) as err:
+                exc = err
+                continue
+            if type(value) is _Block:
+                block: _Block = value
+                st.waiting_for = block.what
+                yield block.event
+                st.waiting_for = ""
+                value = block.resume(st)
+        if st.debt:
+            st.busy_ns += 0.0
+            yield self.env.timeout(st.debt)
+            st.debt = 0.0
+        st.done = True
+
+    # --- time ---------------------------------------------------------------------
+
+    def _cpu(self, st: RoleState, ns: float) -> None:
+        st.debt += ns
+        st.busy_ns += ns
+
+    def _block(self, st: RoleState, what: str, resume: Any) -> _Block:
+        """Park the thread; the waiter is not woken before the thread's own time."""
+        ev = self.env.event()
+        waiter = Waiter(ev, self.env.now + st.debt)
+        return _Block(ev, waiter, what, resume)
+
+    # --- resources ----------------------------------------------------------------
+
+    def _query_device(self, op: ops.QueryDevice, st: RoleState) -> DeviceInfo:
+        nic = self.profile.nic
+        return DeviceInfo(f"sim:{self.profile.name}", nic.max_inline_bytes, nic.max_rd_atomic)
+
+    def _reg_mr(self, op: ops.RegMr, st: RoleState) -> Any:
+        mr = self.memories[st.host].register(op.length, op.access)
+        self._mrs[st.host, mr.handle.lkey] = mr
+        return mr.handle
+
+    def _create_cq(self, op: ops.CreateCq, st: RoleState) -> CompletionQueue:
+        if op.depth < 1:
+            raise ValueError(f"CreateCq.depth must be >= 1, got {op.depth}")
+        handle = CompletionQueue(next(self._ids), op.depth, st.host)
+        self._cqs[handle.cq_id] = SimCq(handle, self.env)
+        return handle
+
+    def _create_qp(self, op: ops.CreateQp, st: RoleState) -> QueuePair:
+        cap = op.cap
+        if cap.max_inline_data > self.profile.nic.max_inline_bytes:
+            raise VerbsError(
+                f"QpCap.max_inline_data = {cap.max_inline_data} exceeds the NIC's "
+                f"{self.profile.nic.max_inline_bytes} B (profile nic.max_inline_bytes)"
+            )
+        qpn = next(self._ids)
+        handle = QueuePair(qpn, st.host, op.send_cq, op.recv_cq, cap)
+        self._qps[st.host, qpn] = SimQp(handle, st.host, self._cqs[op.send_cq.cq_id], self._cqs[op.recv_cq.cq_id], cap)
+        return handle
+
+    def _connect_qp(self, op: ops.ConnectQp, st: RoleState) -> None:
+        qp = self._qps[st.host, op.qp.qp_num]
+        try:
+            peer = self._qps[op.remote.host, op.remote.qp_num]
+        except KeyError:
+            raise VerbsError(f"ConnectQp: no QP {op.remote.qp_num} on host {op.remote.host!r}") from None
+        qp.peer = peer
+        qp.state = QpState.RTS
+        qp.rnr_retry = op.rnr_retry
+        qp.rnr_timer_ns = RNR_TIMER_US[op.min_rnr_timer] * 1000.0
+
+    # --- the data path -------------------------------------------------------------
+
+    def _post_send(self, op: ops.PostSend, st: RoleState) -> None:
+        qp = self._qps[st.host, op.qp.qp_num]
+        wrs = op.wrs if isinstance(op.wrs, list) else [op.wrs]
+        if qp.state is QpState.INIT:
+            raise VerbsError(f"PostSend on QP {qp.qp_num} before ConnectQp (QP state INIT)")
+        host = self.profile.host
+        self._cpu(st, host.post_ns + host.post_wr_ns * (len(wrs) - 1))
+        t = self.env.now + st.debt
+        nic = self.nics[st.host]
+        if len(wrs) == 1:
+            at_nic = t + nic.write_ns  # BlueFlame: the WQE (and inline data) travel with the doorbell
+        else:
+            at_nic = t + nic.write_ns + nic.dma_read_ns  # doorbell, then the NIC fetches the WQE list
+        max_inline = qp.cap.max_inline_data
+        transport = self.transport
+        for wr in wrs:
+            if wr.inline and wr.length > max_inline:
+                raise VerbsError(
+                    f"SendWR {wr.wr_id}: inline payload of {wr.length} B exceeds the QP's "
+                    f"max_inline_data of {max_inline} B"
+                )
+            transport.post(qp, wr, at_nic)
+        self.stats.work_requests += len(wrs)
+
+    def _post_recv(self, op: ops.PostRecv, st: RoleState) -> None:
+        qp = self._qps[st.host, op.qp.qp_num]
+        wrs = op.wrs if isinstance(op.wrs, list) else [op.wrs]
+        if len(qp.recv_queue) + len(wrs) > qp.cap.max_recv_wr:
+            raise VerbsError(f"PostRecv: receive queue of QP {qp.qp_num} full (max_recv_wr {qp.cap.max_recv_wr})")
+        self._cpu(st, self.profile.host.post_ns)
+        qp.recv_queue.extend(wrs)
+
+    def _poll_cq(self, op: ops.PollCq, st: RoleState) -> list:
+        self._cpu(st, self.profile.host.poll_ns)
+        return self._cqs[op.cq.cq_id].pop_ready(self.env.now + st.debt, op.max_entries)
+
+    def _wait_cq(self, op: ops.WaitCq, st: RoleState) -> Any:
+        cq = self._cqs[op.cq.cq_id]
+        host = self.profile.host
+        ready = cq.pop_ready(self.env.now + st.debt, op.max_entries)
+        if ready:
+            self._cpu(st, host.poll_ns)
+            return ready
+        busy = op.mode == "busy"
+        wake_cost = host.cache_miss_ns if busy else host.wakeup_ns
+
+        def resume(st: RoleState) -> list:
+            cq.waiter = None
+            if busy:
+                st.busy_ns += self.env.now - block.waiter.not_before
+            st.debt = 0.0
+            self._cpu(st, wake_cost + host.poll_ns)
+            return cq.pop_ready(self.env.now, op.max_entries)
+
+        block = self._block(st, f"a completion on CQ {cq.handle.cq_id} ({op.mode} mode)", resume)
+        cq.waiter = block.waiter
+        nxt = cq.next_time()
+        if nxt is not None:
+            block.waiter.wake_at(self.env, nxt)
+        return block
+
+    # --- host memory -------------------------------------------------------------
+
+    def _mr(self, st: RoleState, handle: Any) -> SimMr:
+        try:
+            return self._mrs[st.host, handle.lkey]
+        except KeyError:
+            raise VerbsError(f"memory region {handle} is not registered on host {st.host!r}") from None
+
+    def _read_mem(self, op: ops.ReadMem, st: RoleState) -> bytes:
+        mr = self._mr(st, op.mr)
+        self._bounds(mr, op.offset, op.length, "ReadMem")
+        self._cpu(st, self._copy_ns(op.length))
+        return bytes(mr.data[op.offset : op.offset + op.length])
+
+    def _write_mem(self, op: ops.WriteMem, st: RoleState) -> None:
+        mr = self._mr(st, op.mr)
+        self._bounds(mr, op.offset, len(op.data), "WriteMem")
+        self._cpu(st, self._copy_ns(len(op.data)))
+        HostMemory.write(mr, mr.handle.addr + op.offset, op.data)
+
+    def _spin_until(self, op: ops.SpinUntil, st: RoleState) -> Any:
+        mr = self._mr(st, op.mr)
+        self._bounds(mr, op.offset, len(op.value), "SpinUntil")
+        if mr.data[op.offset : op.offset + len(op.value)] == op.value:
+            self._cpu(st, self.profile.host.cache_miss_ns)
+            return None
+        miss = self.profile.host.cache_miss_ns
+
+        def resume(st: RoleState) -> None:
+            st.busy_ns += self.env.now - block.waiter.not_before
+            st.debt = 0.0
+            self._cpu(st, miss)
+
+        block = self._block(st, f"memory at offset {op.offset} of MR {op.mr.lkey}", resume)
+        mr.watchers.append((op.offset, op.value, lambda: block.waiter.wake_at(self.env, self.env.now)))
+        return block
+
+    @staticmethod
+    def _bounds(mr: SimMr, offset: int, length: int, what: str) -> None:
+        if offset < 0 or offset + length > mr.handle.length:
+            raise ValueError(f"{what}: bytes [{offset}, {offset + length}) lie outside the {mr.handle.length} B MR")
+
+    def _copy_ns(self, nbytes: int) -> float:
+        return nbytes * 8.0 / self.profile.host.memcpy_gbps
+
+    def _compute(self, op: ops.Compute, st: RoleState) -> None:
+        if op.kind not in COMPUTE_KINDS:
+            raise ValueError(f"Compute.kind {op.kind!r} is not modelled; known kinds: {sorted(COMPUTE_KINDS)}")
+        self._cpu(st, COMPUTE_KINDS[op.kind](self, op.nbytes))
+
+    def _sleep(self, op: ops.Sleep, st: RoleState) -> Any:
+        if op.duration_ns < 0:
+            raise ValueError(f"Sleep.duration_ns must be >= 0, got {op.duration_ns}")
+        block = self._block(st, f"a sleep of {op.duration_ns} ns", _resume_clear_debt)
+        block.waiter.wake_at(self.env, self.env.now + st.debt + op.duration_ns)
+        return block
+
+    def _clock(self, op: ops.Clock, st: RoleState) -> float:
+        return self.env.now + st.debt
+
+    # --- rendezvous ----------------------------------------------------------------
+
+    def _publish(self, op: ops.Publish, st: RoleState) -> None:
+        if op.key in self._published:
+            raise ValueError(f"Publish: key {op.key!r} was already published")
+        self._published[op.key] = op.value
+        for ev in self._lookups.pop(op.key, []):
+            ev.succeed()
+
+    def _lookup(self, op: ops.Lookup, st: RoleState) -> Any:
+        if op.key in self._published:
+            return self._published[op.key]
+        key = op.key
+
+        def resume(st: RoleState) -> Any:
+            return self._published[key]
+
+        block = self._block(st, f"rendezvous key {key!r}", resume)
+        self._lookups.setdefault(key, []).append(block.event)
+        return block
+
+    _handlers: dict[type, Any] = {
+        ops.QueryDevice: _query_device,
+        ops.RegMr: _reg_mr,
+        ops.CreateCq: _create_cq,
+        ops.CreateQp: _create_qp,
+        ops.ConnectQp: _connect_qp,
+        ops.PostSend: _post_send,
+        ops.PostRecv: _post_recv,
+        ops.PollCq: _poll_cq,
+        ops.WaitCq: _wait_cq,
+        ops.ReadMem: _read_mem,
+        ops.WriteMem: _write_mem,
+        ops.SpinUntil: _spin_until,
+        ops.Compute: _compute,
+        ops.Sleep: _sleep,
+        ops.Clock: _clock,
+        ops.Publish: _publish,
+        ops.Lookup: _lookup,
+    }
+
+
+def _resume_clear_debt(st: RoleState) -> None:
+    st.debt = 0.0
+
+
+#: CPU cost models for :class:`kdlab.ops.Compute` kinds, in ns for ``nbytes``.
+COMPUTE_KINDS: dict[str, Any] = {
+    "copy": lambda eng, n: n * 8.0 / eng.profile.host.memcpy_gbps,
+}
+
+
+class _Block:
+    """A handler's answer meaning "wait for ``event``, then call ``resume``"."""
+
+    __slots__ = ("event", "resume", "waiter", "what")
+
+    def __init__(self, event: simpy.Event, waiter: Waiter, what: str, resume: Any) -> None:
+        self.event = event
+        self.waiter = waiter
+        self.what = what
+        self.resume = resume
+
+
+__all__ = ["QpCap", "SimEngine", "SimulationError", "VerbsError"]

@@ -1,0 +1,130 @@
+"""Links, switches and paths: how long a message holds the wire.
+
+Header overhead is computed per message from the packet count, not simulated per
+packet: ``wire_bytes = payload + packets * packet_overhead + extension headers``.
+A path is the list of link directions a message crosses; with a switch, the message
+is forwarded cut-through, so the next hop may start once the first packet is in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdsim.profile import Profile
+from kdsim.timeline import Timeline
+
+# IBTA transport extension headers, bytes (InfiniBand Architecture Spec. vol. 1, ch. 9).
+RETH_BYTES = 16  # RDMA extended header: first packet of a WRITE, READ request
+IMMDT_BYTES = 4  # immediate data: last packet of *_WITH_IMM
+AETH_BYTES = 4  # ACK extended header: ACKs, first/last READ response packets
+ATOMIC_ETH_BYTES = 28  # atomic request header
+ATOMIC_ACK_ETH_BYTES = 8  # atomic response: the original value
+
+
+@dataclass(frozen=True, eq=False)
+class WireModel:
+    """Per-byte and per-packet times of one link type, derived from the profile."""
+
+    ns_per_byte: float
+    mtu: int
+    overhead: int
+    propagation_ns: float
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> WireModel:
+        link = profile.link
+        return cls(8.0 / link.data_rate_gbps, link.mtu_bytes, link.packet_overhead_bytes, link.propagation_ns)
+
+    def packets(self, payload: int) -> int:
+        return max(1, -(-payload // self.mtu))
+
+    def message_ns(self, payload: int, extra: int = 0) -> float:
+        """Time to put a whole message (all its packets, with headers) on the wire."""
+        return (payload + self.packets(payload) * self.overhead + extra) * self.ns_per_byte
+
+    def first_packet_ns(self, payload: int, extra: int = 0) -> float:
+        return (min(payload, self.mtu) + self.overhead + extra) * self.ns_per_byte
+
+    def last_packet_ns(self, payload: int) -> float:
+        last = payload - (self.packets(payload) - 1) * self.mtu
+        return (last + self.overhead) * self.ns_per_byte
+
+    def last_payload(self, payload: int) -> int:
+        """Payload bytes in the last packet of a message."""
+        return payload - (self.packets(payload) - 1) * self.mtu
+
+    def goodput_gbps(self, payload: int, extra: int = 0) -> float:
+        """Payload rate of back-to-back messages of this size (Gb/s)."""
+        return payload * 8.0 / self.message_ns(payload, extra)
+
+
+@dataclass
+class Path:
+    """The link directions from one NIC to another, and the fixed latency of each hop."""
+
+    hops: list[Timeline]
+    hop_latency_ns: list[float]
+
+
+class Fabric:
+    """Hosts joined back to back (two hosts) or through one switch (a star)."""
+
+    def __init__(self, profile: Profile, hosts: list[str], switch: bool | None = None) -> None:
+        self.wire = WireModel.from_profile(profile)
+        self.switched = len(hosts) > 2 if switch is None else switch
+        if not self.switched and len(hosts) > 2:
+            raise ValueError("a fabric without a switch joins at most two hosts")
+        prop = profile.link.propagation_ns
+        self.uplink = {h: Timeline(f"{h}->") for h in hosts}
+        self.downlink = {h: Timeline(f"->{h}") for h in hosts}
+        self._paths: dict[tuple[str, str], Path] = {}
+        self._times: dict[tuple[int, int], tuple[float, float, float]] = {}
+        for a in hosts:
+            for b in hosts:
+                if a == b:
+                    continue
+                if self.switched:
+                    self._paths[a, b] = Path(
+                        [self.uplink[a], self.downlink[b]], [prop, profile.switch.latency_ns + prop]
+                    )
+                else:
+                    self._paths[a, b] = Path([self.uplink[a]], [prop])
+
+    def _time(self, payload: int, extra: int) -> tuple[float, float, float]:
+        w = self.wire
+        t = self._times[payload, extra] = (
+            w.message_ns(payload, extra),
+            w.first_packet_ns(payload, extra),
+            w.last_packet_ns(payload),
+        )
+        return t
+
+    def path(self, src: str, dst: str) -> Path:
+        try:
+            return self._paths[src, dst]
+        except KeyError:
+            raise ValueError(f"no path from host {src!r} to {dst!r} (loopback is not modelled)") from None
+
+    def send(
+        self, src: str, dst: str, ready: float, last_ready: float, payload: int, extra: int = 0
+    ) -> tuple[float, float]:
+        """Carry a message whose first packet is ready at ``ready`` and last at ``last_ready``.
+
+        Returns when the first and the last packet arrive at ``dst``'s NIC.
+        """
+        path = self._paths[src, dst]
+        dur, first, last = self._times.get((payload, extra)) or self._time(payload, extra)
+        for link, lat in zip(path.hops, path.hop_latency_ns, strict=True):
+            start, end = link.reserve(ready, dur, last_ready + last)
+            ready = start + first + lat
+            last_ready = end + lat
+        return ready, last_ready
+
+    def control(self, src: str, dst: str, when: float, extra: int) -> float:
+        """Arrival time of a header-only packet (ACK, NAK) sent at ``when``.
+
+        ACKs are coalesced by RC NICs and tiny, so they take time on the wire but
+        are not queued behind data (a stated simplification).
+        """
+        path = self._paths[src, dst]
+        return when + self.wire.first_packet_ns(0, extra) * len(path.hops) + sum(path.hop_latency_ns)

@@ -1,0 +1,130 @@
+"""Host memory: registered regions with real bytes, keys, and spinning readers.
+
+Every MR is backed by a ``bytearray`` so that the simulation moves real bytes: a test
+can check byte for byte what a WRITE delivered, and that nothing outside the target
+range changed, exactly as it would on kdreal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+
+from kdlab.verbs import ATOMIC_BYTES, Access, MemoryRegion, WcStatus
+
+PAGE_BYTES = 4096
+#: First virtual address handed out on a simulated host (arbitrary, page aligned, non-zero).
+BASE_ADDR = 0x7F00_0000_0000
+
+
+@dataclass
+class SimMr:
+    """A registered region on a simulated host."""
+
+    handle: MemoryRegion
+    access: Access
+    data: bytearray
+    #: Spinning readers: (offset, expected bytes, callback) fired once the bytes match.
+    watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
+
+    def contains(self, addr: int, length: int) -> bool:
+        start = self.handle.addr
+        return start <= addr and addr + length <= start + self.handle.length
+
+
+class HostMemory:
+    """The registered memory of one host, addressed by virtual address and key."""
+
+    def __init__(self, host: str, keys: count) -> None:
+        self.host = host
+        self._keys = keys
+        self._next_addr = BASE_ADDR
+        self.by_lkey: dict[int, SimMr] = {}
+        self.by_rkey: dict[int, SimMr] = {}
+        self.registered_bytes = 0
+
+    def register(self, length: int, access: Access) -> SimMr:
+        if length <= 0:
+            raise ValueError(f"RegMr.length must be > 0 bytes, got {length}")
+        addr = self._next_addr
+        self._next_addr += -(-length // PAGE_BYTES) * PAGE_BYTES + PAGE_BYTES  # guard page
+        lkey, rkey = next(self._keys), next(self._keys)
+        handle = MemoryRegion(addr=addr, length=length, lkey=lkey, rkey=rkey, host=self.host)
+        mr = SimMr(handle, access, bytearray(length))
+        self.by_lkey[lkey] = mr
+        self.by_rkey[rkey] = mr
+        self.registered_bytes += length
+        return mr
+
+    def local(self, addr: int, length: int, lkey: int) -> SimMr | None:
+        """The MR an SGE refers to, or None if the lkey or bounds are wrong."""
+        mr = self.by_lkey.get(lkey)
+        if mr is None or not mr.contains(addr, length):
+            return None
+        return mr
+
+    def remote(self, addr: int, length: int, rkey: int, need: Access) -> tuple[SimMr | None, WcStatus]:
+        """Check a remote access as the responder NIC does: key, bounds, rights, alignment."""
+        mr = self.by_rkey.get(rkey)
+        if mr is None or not mr.contains(addr, length) or not (mr.access & need):
+            return None, WcStatus.REM_ACCESS_ERR
+        if need == Access.REMOTE_ATOMIC and addr % ATOMIC_BYTES:
+            return None, WcStatus.REM_INV_REQ_ERR
+        return mr, WcStatus.SUCCESS
+
+    # --- byte movement -----------------------------------------------------------
+
+    @staticmethod
+    def read(mr: SimMr, addr: int, length: int) -> bytes:
+        off = addr - mr.handle.addr
+        return bytes(mr.data[off : off + length])
+
+    @staticmethod
+    def write(mr: SimMr, addr: int, data: bytes | bytearray | memoryview) -> None:
+        off = addr - mr.handle.addr
+        mr.data[off : off + len(data)] = data
+        if mr.watchers:
+            HostMemory.check_watchers(mr)
+
+    @staticmethod
+    def check_watchers(mr: SimMr) -> None:
+        keep = []
+        fired = []
+        for w in mr.watchers:
+            off, value, callback = w
+            if mr.data[off : off + len(value)] == value:
+                fired.append(callback)
+            else:
+                keep.append(w)
+        mr.watchers = keep
+        for callback in fired:
+            callback()
+
+    def gather(self, sges: tuple, total: int) -> bytes | None:
+        """Concatenate the bytes of local SGEs, or None if one is invalid."""
+        if len(sges) == 1:
+            s = sges[0]
+            mr = self.local(s.addr, s.length, s.lkey)
+            return None if mr is None else self.read(mr, s.addr, s.length)
+        parts = []
+        for s in sges:
+            mr = self.local(s.addr, s.length, s.lkey)
+            if mr is None:
+                return None
+            parts.append(self.read(mr, s.addr, s.length))
+        return b"".join(parts)
+
+    def scatter(self, sges: tuple, data: bytes) -> bool:
+        """Spread ``data`` over local SGEs; False if an SGE is invalid."""
+        pos = 0
+        for s in sges:
+            if pos >= len(data):
+                break
+            n = min(s.length, len(data) - pos)
+            mr = self.local(s.addr, n, s.lkey)
+            if mr is None:
+                return False
+            self.write(mr, s.addr, data[pos : pos + n])
+            pos += n
+        return True

@@ -1,0 +1,238 @@
+"""Hardware profiles: every model number declared once, loaded from data, with a source.
+
+Parameters are declared here, ns-3 style, as typed fields with a unit and help text;
+their values live in YAML files under ``kdsim/profiles/``, each value with the source
+it comes from and an evidence tag:
+
+* ``V`` read in a primary source (datasheet, paper, perftest output);
+* ``S`` a secondary source;
+* ``A`` approximate, a default to calibrate;
+* ``M`` measured or fitted by us (the file says on what, and how well).
+
+A profile file must give every parameter, each with a source; anything else is an
+error that names the parameter. Profiles are frozen: to vary one number in a sweep,
+use :meth:`Profile.with_overrides`, which records the override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TAGS = {"V": "primary source", "S": "secondary source", "A": "approximate", "M": "measured/fitted"}
+
+
+class ProfileError(ValueError):
+    """A profile file or override is malformed; the message names the parameter."""
+
+
+def param(unit: str, help: str, *, low: float = 0.0, high: float = float("inf")) -> Any:
+    """Declare a profile parameter with its unit, help text and allowed range."""
+    return field(metadata={"unit": unit, "help": help, "low": low, "high": high})
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """A full-duplex link between a NIC port and its peer (NIC or switch)."""
+
+    data_rate_gbps: float = param("Gb/s", "data rate after line coding (64b/66b), per direction", low=1e-3)
+    mtu_bytes: int = param("B", "path MTU: payload bytes per packet", low=256, high=9000)
+    packet_overhead_bytes: int = param("B", "header and trailer bytes added to every packet on the wire")
+    propagation_ns: float = param("ns", "signal propagation along the cable")
+
+
+@dataclass(frozen=True)
+class SwitchParams:
+    """A cut-through switch, used when the topology has one."""
+
+    latency_ns: float = param("ns", "port-to-port forwarding latency")
+
+
+@dataclass(frozen=True)
+class PcieParams:
+    """The PCIe link between host memory and the NIC, one server per direction."""
+
+    bandwidth_gbps: float = param("Gb/s", "raw data rate per direction after 128b/130b coding", low=1e-3)
+    max_payload_bytes: int = param("B", "max payload per TLP (MPS)", low=64, high=4096)
+    tlp_overhead_bytes: int = param("B", "header, sequence and LCRC bytes per TLP")
+    dma_read_ns: float = param("ns", "round-trip latency of a small NIC DMA read of host memory")
+    write_ns: float = param("ns", "one-way latency of a posted write (MMIO to the NIC, DMA write to memory)")
+
+
+@dataclass(frozen=True)
+class NicParams:
+    """The RDMA NIC: processing units, QP-context cache, inline and read limits."""
+
+    processing_units: int = param("count", "parallel WQE processing units; a QP is pinned to one", low=1)
+    tx_wqe_ns: float = param("ns", "processing-unit time per outgoing work request")
+    rx_ns: float = param("ns", "processing-unit time per incoming request or response")
+    pipeline_ns: float = param("ns", "fixed latency through the NIC's pipelines per message, not holding a unit")
+    max_inline_bytes: int = param("B", "largest payload a WQE may carry inline")
+    qpc_cache_entries: int = param("count", "QP contexts the NIC caches (LRU)", low=1)
+    qpc_miss_ns: float = param("ns", "processing-unit time to fetch a QP context on a cache miss")
+    max_rd_atomic: int = param("count", "outstanding RDMA READ/atomic requests per QP", low=1)
+    atomic_ns: float = param("ns", "time an atomic holds its 8-byte target at the responder")
+    cqe_bytes: int = param("B", "completion-queue entry written to host memory")
+
+
+@dataclass(frozen=True)
+class HostParams:
+    """Host CPU costs that the verbs datapaths pay."""
+
+    post_ns: float = param("ns", "CPU time of one ibv_post_send/recv call (WQE build, doorbell)")
+    post_wr_ns: float = param("ns", "CPU time for each further work request in a post list")
+    poll_ns: float = param("ns", "CPU time of one ibv_poll_cq call")
+    cache_miss_ns: float = param("ns", "time for a spinning core to see a line the NIC wrote")
+    wakeup_ns: float = param("ns", "interrupt-to-thread wake-up latency (event-mode CQs)")
+    memcpy_gbps: float = param("Gb/s", "single-core memcpy bandwidth", low=1e-3)
+
+
+SECTIONS: dict[str, type] = {
+    "link": LinkParams,
+    "switch": SwitchParams,
+    "pcie": PcieParams,
+    "nic": NicParams,
+    "host": HostParams,
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one parameter value comes from."""
+
+    tag: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete, validated hardware profile."""
+
+    name: str
+    description: str
+    link: LinkParams
+    switch: SwitchParams
+    pcie: PcieParams
+    nic: NicParams
+    host: HostParams
+    sources: dict[str, Source] = field(compare=False, hash=False)
+    fit: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def get(self, dotted: str) -> float:
+        section, name = _split(dotted)
+        return getattr(getattr(self, section), name)
+
+    def with_overrides(self, overrides: dict[str, float]) -> Profile:
+        """A copy with some parameters replaced (``{"nic.qpc_cache_entries": 64}``)."""
+        if not overrides:
+            return self
+        changed: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            section, name = _split(dotted)
+            current = changed.get(section, getattr(self, section))
+            changed[section] = dataclasses.replace(current, **{name: _check(section, name, value)})
+        merged = tuple(sorted({**dict(self.overrides), **overrides}.items()))
+        return dataclasses.replace(self, overrides=merged, **changed)
+
+    def as_dict(self) -> dict[str, float]:
+        """Every parameter as ``{"section.name": value}``."""
+        return {f"{s}.{f.name}": getattr(getattr(self, s), f.name) for s in SECTIONS for f in fields(SECTIONS[s])}
+
+
+def _split(dotted: str) -> tuple[str, str]:
+    section, _, name = dotted.partition(".")
+    if section not in SECTIONS or name not in {f.name for f in fields(SECTIONS[section])}:
+        raise ProfileError(f"unknown profile parameter {dotted!r}; known: {', '.join(param_names())}")
+    return section, name
+
+
+def param_names() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def param_info(dotted: str) -> dict[str, Any]:
+    section, name = _split(dotted)
+    f = next(f for f in fields(SECTIONS[section]) if f.name == name)
+    return dict(f.metadata)
+
+
+def _check(section: str, name: str, value: Any) -> float:
+    f = next(f for f in fields(SECTIONS[section]) if f.name == name)
+    lo, hi = f.metadata["low"], f.metadata["high"]
+    want_int = f.type in ("int", int)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProfileError(f"{section}.{name}: expected a number in {f.metadata['unit']}, got {value!r}")
+    if want_int and value != int(value):
+        raise ProfileError(f"{section}.{name}: expected a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ProfileError(f"{section}.{name} = {value} is outside the allowed range [{lo}, {hi}]")
+    return int(value) if want_int else float(value)
+
+
+def _profiles_dir() -> Path:
+    return Path(str(resources.files("kdsim") / "profiles"))
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with kdsim."""
+    return sorted(p.stem for p in _profiles_dir().glob("*.yaml"))
+
+
+def profile_path(name: str) -> Path:
+    path = _profiles_dir() / f"{name}.yaml"
+    if not path.exists():
+        raise ProfileError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
+    return path
+
+
+@cache
+def load_profile(name_or_path: str) -> Profile:
+    """Load a shipped profile by name, or any profile file by path."""
+    p = Path(name_or_path)
+    path = p if p.suffix in (".yaml", ".yml") and p.exists() else profile_path(name_or_path)
+    return parse_profile(yaml.safe_load(path.read_text()), origin=str(path))
+
+
+def parse_profile(doc: Any, origin: str = "<profile>") -> Profile:
+    """Validate a profile document (the parsed YAML) into a :class:`Profile`."""
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{origin}: a profile is a mapping with name, description and sections")
+    for key in ("name", "description"):
+        if not isinstance(doc.get(key), str):
+            raise ProfileError(f"{origin}: field {key!r} is required and must be text")
+    allowed = {"name", "description", "fit", *SECTIONS}
+    extra = set(doc) - allowed
+    if extra:
+        raise ProfileError(f"{origin}: unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+    sources: dict[str, Source] = {}
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        entries = doc.get(section)
+        if not isinstance(entries, dict):
+            raise ProfileError(f"{origin}: section {section!r} is missing")
+        names = {f.name for f in fields(cls)}
+        unknown = set(entries) - names
+        if unknown:
+            raise ProfileError(f"{origin}: unknown parameter(s) {sorted(f'{section}.{u}' for u in unknown)}")
+        values: dict[str, float] = {}
+        for f in fields(cls):
+            where = f"{origin}: {section}.{f.name}"
+            entry = entries.get(f.name)
+            if not isinstance(entry, dict) or "value" not in entry:
+                raise ProfileError(f"{where} is missing; give {{value, tag, source}} ({f.metadata['help']})")
+            tag, text = entry.get("tag"), entry.get("source")
+            if tag not in TAGS:
+                raise ProfileError(f"{where}: tag must be one of {sorted(TAGS)}, got {tag!r}")
+            if not isinstance(text, str) or not text.strip():
+                raise ProfileError(f"{where}: every value needs a source")
+            values[f.name] = _check(section, f.name, entry["value"])
+            sources[f"{section}.{f.name}"] = Source(tag, text.strip())
+        built[section] = cls(**values)
+    return Profile(name=doc["name"], description=doc["description"], sources=sources, fit=doc.get("fit") or {}, **built)

@@ -1,0 +1,119 @@
+"""Servers whose schedule is computed, not simulated event by event.
+
+A :class:`Timeline` is a single non-preemptive server (a link direction, a PCIe
+direction, a NIC processing unit). A job asks for it with :meth:`Timeline.reserve`
+giving the time it arrives and how long it holds the server; the timeline answers
+when the job starts and ends. Because the answer is computed at once, a message
+crossing five servers costs five additions and no simulator events: this is how
+kdsim keeps to one event per message.
+
+Jobs usually arrive in time order, and then the timeline is an exact FIFO queue
+(the Lindley recursion). A job may also be reserved for a time before jobs that
+were reserved earlier in wall-clock order (an inline message overtaking a message
+that still waits for its DMA read); it then takes the first idle gap that fits,
+so the server never idles while work is waiting.
+
+``min_end`` expresses cut-through: a stage cannot finish before the previous stage
+delivered the last packet plus that packet's own transmission time here.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+#: Idle gaps remembered per server; older ones are forgotten (they lie in the past).
+MAX_GAPS = 32
+
+
+class Timeline:
+    """A single server with a computed schedule. Times are in nanoseconds."""
+
+    __slots__ = ("busy_ns", "end", "gaps", "name")
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        #: When the last reserved job ends; the server is free from here on.
+        self.end = 0.0
+        #: Idle intervals (start, end) before ``end``, sorted, that later jobs may fill.
+        self.gaps: list[tuple[float, float]] = []
+        #: Total time reserved, for utilisation.
+        self.busy_ns = 0.0
+
+    def reserve(self, arrival: float, duration: float, min_end: float = 0.0) -> tuple[float, float]:
+        """Hold the server for ``duration`` from the first idle time >= ``arrival``.
+
+        Returns ``(start, end)`` with ``end = max(start + duration, min_end)``; the
+        server is held until ``end``.
+        """
+        self.busy_ns += duration
+        if arrival >= self.end:
+            if arrival > self.end:
+                gaps = self.gaps
+                gaps.append((self.end, arrival))
+                if len(gaps) > MAX_GAPS:
+                    # The oldest gaps are almost surely in the past by now.
+                    del gaps[: MAX_GAPS // 2]
+            end = arrival + duration
+            if min_end > end:
+                end = min_end
+            self.end = end
+            return arrival, end
+        if self.gaps:
+            slot = self._fill_gap(arrival, duration, min_end)
+            if slot is not None:
+                return slot
+        start = self.end
+        end = start + duration
+        if min_end > end:
+            end = min_end
+        self.end = end
+        return start, end
+
+    def _fill_gap(self, arrival: float, duration: float, min_end: float) -> tuple[float, float] | None:
+        gaps = self.gaps
+        for i, (g0, g1) in enumerate(gaps):
+            if g1 <= arrival:
+                continue
+            start = g0 if g0 > arrival else arrival
+            end = start + duration
+            if min_end > end:
+                end = min_end
+            if end <= g1:
+                del gaps[i]
+                if start > g0:
+                    insort(gaps, (g0, start))
+                if end < g1:
+                    insort(gaps, (end, g1))
+                return start, end
+        return None
+
+    def forget_before(self, now: float) -> None:
+        """Drop idle gaps that ended before ``now``: no job can arrive in the past."""
+        gaps = self.gaps
+        if gaps and gaps[0][1] <= now:
+            self.gaps = [g for g in gaps if g[1] > now]
+
+
+class ServerPool:
+    """``k`` identical servers (a NIC's processing units); a key pins a job to one.
+
+    Pinning keeps a queue pair's work requests on one unit, so they leave in the
+    order they were posted, as on the hardware.
+    """
+
+    __slots__ = ("servers",)
+
+    def __init__(self, name: str, count: int) -> None:
+        self.servers = [Timeline(f"{name}[{i}]") for i in range(count)]
+
+    def reserve(self, key: int, arrival: float, duration: float) -> tuple[float, float]:
+        servers = self.servers
+        return servers[key % len(servers)].reserve(arrival, duration)
+
+    def forget_before(self, now: float) -> None:
+        for s in self.servers:
+            s.forget_before(now)
+
+    @property
+    def busy_ns(self) -> float:
+        return sum(s.busy_ns for s in self.servers)
