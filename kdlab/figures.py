@@ -108,7 +108,7 @@ def perftest_msgrate(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes) -> None:
         )
     _references(ax, spec, "msg_rate_mpps")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("queue pairs (one thread, round robin)")
+    ax.set_xlabel("queue pairs (served round robin by the client threads)")
     ax.set_ylabel("message rate [Mpps]")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def write_part(rows: list[dict[str, Any]], results_dir: str | Path, experiment: 
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
-        final = folder / f"part-{stamp}-{os.getpid()}-{frame['point_key'].iloc[0][:8]}.parquet"
+        final = folder / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

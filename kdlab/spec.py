@@ -141,13 +141,17 @@ class Point:
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def format_validation_error(err: ValidationError, origin: str) -> str:
+def format_validation_error(err: ValidationError, origin: str, model: type[BaseModel] | None = None) -> str:
+    """pydantic's errors as ``origin: field: message (got value)``, naming allowed fields."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{origin}: {loc or '<top>'}: {e['msg']}{shown}")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden" and model is not None and len(e["loc"]) == 1:
+            msg = f"unknown field; allowed: {', '.join(model.model_fields)}"
+        lines.append(f"{origin}: {loc or '<top>'}: {msg}{shown}")
     return "\n".join(lines)
 
 
@@ -176,12 +180,23 @@ def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) ->
     try:
         spec = ExperimentSpec.model_validate(doc)
     except ValidationError as err:
-        raise SpecError(format_validation_error(err, origin)) from None
+        raise SpecError(format_validation_error(err, origin, ExperimentSpec)) from None
+    _check_sweep_axes(spec, origin)
     _check_profile(spec, origin)
     from kdlab.workloads import get_workload  # workloads validate their own params
 
     get_workload(spec.workload, origin).validate_spec(spec, origin)
     return spec
+
+
+def _check_sweep_axes(spec: ExperimentSpec, origin: str) -> None:
+    for key, axis in spec.sweep.items():
+        try:
+            values = axis.values() if isinstance(axis, Pow2 | Range) else list(axis)
+        except SpecError as err:
+            raise SpecError(f"{origin}: sweep.{key}: {err}") from None
+        if not values:
+            raise SpecError(f"{origin}: sweep.{key}: needs at least one value")
 
 
 def _check_profile(spec: ExperimentSpec, origin: str) -> None:

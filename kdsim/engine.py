@@ -27,8 +27,8 @@ from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
 from kdsim.transport import RcTransport
 
-#: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in microseconds (table 45).
-RNR_TIMER_US = (
+#: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in milliseconds (vol. 1, table 45).
+RNR_TIMER_MS = (
     655.36, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 0.96, 1.28, 1.92,
     2.56, 3.84, 5.12, 7.68, 10.24, 15.36, 20.48, 30.72, 40.96, 61.44, 81.92, 122.88, 163.84, 245.76,
     327.68, 491.52,
@@ -207,7 +207,7 @@ class SimEngine:
         qp.peer = peer
         qp.state = QpState.RTS
         qp.rnr_retry = op.rnr_retry
-        qp.rnr_timer_ns = RNR_TIMER_US[op.min_rnr_timer] * 1000.0
+        qp.rnr_timer_ns = RNR_TIMER_MS[op.min_rnr_timer] * 1e6
 
     # --- the data path -------------------------------------------------------------
 

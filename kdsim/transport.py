@@ -169,7 +169,6 @@ class RcTransport:
         if effect < peer.last_effect:
             effect = peer.last_effect
         peer.last_effect = effect
-        self.bytes_delivered += payload
         self._at(effect, self._arrive_cb, flight)
 
     def _at(self, when: float, callback: Callable[[simpy.Event], None], flight: Flight) -> None:
@@ -241,15 +240,18 @@ class RcTransport:
                 return
             if op is Opcode.RDMA_WRITE_WITH_IMM:
                 pmem.write(mr, wr.remote_addr, flight.data)
+                self.bytes_delivered += wr.length
                 self._push_recv(peer, rwr.wr_id, WcStatus.SUCCESS, WcOpcode.RECV_RDMA_WITH_IMM, wr.length, wr.imm_data)
             else:
                 ok = pmem.scatter(rwr.sg_list, flight.data)
+                self.bytes_delivered += wr.length if ok else 0
                 status = WcStatus.SUCCESS if ok else WcStatus.LOC_PROT_ERR
                 imm = wr.imm_data if op in CARRIES_IMM else None
                 self._push_recv(peer, rwr.wr_id, status, WcOpcode.RECV, wr.length, imm)
             self._ack(flight)
         elif op is Opcode.RDMA_WRITE:
             pmem.write(mr, wr.remote_addr, flight.data)
+            self.bytes_delivered += wr.length
             self._ack(flight)
         elif op is Opcode.RDMA_READ:
             self._read_response(flight, pmem.read(mr, wr.remote_addr, wr.length))

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up kdlab in ./.venv (idempotent): a virtual environment with the package and its dev tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
