@@ -261,9 +261,11 @@ class SimEngine:
             cq.waiter = None
             if busy:
                 st.busy_ns += self.env.now - block.waiter.not_before
-            st.debt = 0.0
-            self._cpu(st, wake_cost + host.poll_ns)
-            return cq.pop_ready(self.env.now, op.max_entries)
+            st.debt = wake_cost  # a wake-up takes time; only busy polling burns the CPU
+            if busy:
+                st.busy_ns += wake_cost
+            self._cpu(st, host.poll_ns)
+            return cq.pop_ready(self.env.now + st.debt, op.max_entries)
 
         block = self._block(st, f"a completion on CQ {cq.handle.cq_id} ({op.mode} mode)", resume)
         cq.waiter = block.waiter

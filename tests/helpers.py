@@ -97,7 +97,9 @@ def make_rc_pair(
     Each body is called as ``body(side, **args)``.
     """
 
-    def wrap(body: Callable[..., Ops], me: str, peer: str, args: dict[str, Any], own: dict[str, Any]) -> Callable[[], Ops]:
+    def wrap(
+        body: Callable[..., Ops], me: str, peer: str, args: dict[str, Any], own: dict[str, Any]
+    ) -> Callable[[], Ops]:
         def role_body() -> Ops:
             side = yield from setup_rc(me, peer, **{**setup, **own})
             return (yield from body(side, **args))

@@ -49,7 +49,7 @@ def _expected(payloads: list[bytes], offsets: list[int]) -> bytearray:
     return want
 
 
-@pytest.mark.parametrize("opcode", [Opcode.RDMA_WRITE, Opcode.RDMA_WRITE_WITH_IMM])
+@pytest.mark.parametrize("opcode", [Opcode.RDMA_WRITE, Opcode.RDMA_WRITE_WITH_IMM], ids=lambda o: o.name)
 def test_write_moves_exactly_the_posted_bytes(opcode: Opcode) -> None:
     payloads = _payloads(1, SIZES)
     offsets = _targets(SIZES)
@@ -60,8 +60,16 @@ def test_write_moves_exactly_the_posted_bytes(opcode: Opcode) -> None:
         wrs, src = [], 0
         for i, (p, off) in enumerate(zip(payloads, offsets, strict=True)):
             yield WriteMem(side.mr, src, p)
-            wrs.append(SendWR(i, opcode, [side.mr.sge(src, len(p))], remote_addr=side.peer.addr + off,
-                              rkey=side.peer.rkey, imm_data=0x1000 + i))
+            wrs.append(
+                SendWR(
+                    i,
+                    opcode,
+                    [side.mr.sge(src, len(p))],
+                    remote_addr=side.peer.addr + off,
+                    rkey=side.peer.rkey,
+                    imm_data=0x1000 + i,
+                )
+            )
             src += len(p)
         yield PostSend(side.qp, wrs)
         wcs = yield from wait_n(side.send_cq, len(wrs))
@@ -96,8 +104,9 @@ def test_multi_sge_write_gathers_from_two_regions_in_order() -> None:
         yield WriteMem(side.mr, 20_000, parts[2])
         sges = [side.mr.sge(10, 3000), other.sge(77, 1), side.mr.sge(20_000, 5000)]
         yield Lookup("responder.filled")
-        yield PostSend(side.qp, SendWR(9, Opcode.RDMA_WRITE, sges, remote_addr=side.peer.addr + target,
-                                       rkey=side.peer.rkey))
+        yield PostSend(
+            side.qp, SendWR(9, Opcode.RDMA_WRITE, sges, remote_addr=side.peer.addr + target, rkey=side.peer.rkey)
+        )
         wcs = yield from wait_n(side.send_cq, 1)
         yield Publish("requester.done", True)
         return wcs
@@ -145,7 +154,11 @@ def test_send_scatters_exactly_the_payload_into_the_receive_buffers(layout: str)
     assert [(wc.status, wc.byte_len) for wc in res["requester"]] == [(WcStatus.SUCCESS, n) for n in SIZES]
     for i, ((wc, mem), p) in enumerate(zip(res["responder"], payloads, strict=True)):
         assert (wc.wr_id, wc.status, wc.opcode, wc.byte_len, wc.imm_data) == (
-            i, WcStatus.SUCCESS, WcOpcode.RECV, len(p), None
+            i,
+            WcStatus.SUCCESS,
+            WcOpcode.RECV,
+            len(p),
+            None,
         )
         want = bytearray([FILL]) * MR
         pos = 0
