@@ -23,7 +23,7 @@ from kdsim.engine import SimEngine
 def bare_simpy_events_per_s(n: int) -> float:
     env = simpy.Environment()
 
-    def ticker(env: simpy.Environment):  # noqa: ANN202 - a SimPy process
+    def ticker(env: simpy.Environment):
         for _ in range(n):
             yield env.timeout(1)
 
