@@ -155,7 +155,9 @@ class RendezvousServer:
 
     def start(self) -> None:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kdreal-rendezvous", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="kdreal-rendezvous", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:

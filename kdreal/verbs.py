@@ -19,6 +19,7 @@ import os
 import random
 import select
 import time
+import warnings
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -37,15 +38,15 @@ from kdlab.verbs import (
     WcStatus,
     WorkCompletion,
 )
+from kdreal.wrs import WrCache
 
 #: max_inline_data values tried, largest first, to find the device's limit.
 INLINE_PROBE = (1024, 512, 400, 256, 220, 188, 128, 64, 32, 16, 0)
 #: How many spin iterations pass between two looks at the clock.
 _SPIN_CHECK = 256
 _QP_ACCESS = int(Access.all())
-_IBV_SEND_SIGNALED = 2
-_IBV_SEND_INLINE = 8
 _IBV_WC_WITH_IMM = 2
+_IBV_WC_RECV = 128  # receive completion opcodes have this bit
 _IBV_QPT_RC = 2
 
 
@@ -92,12 +93,14 @@ def to_work_completion(wc: Any) -> WorkCompletion:
 
     ``imm_data`` is the raw 32-bit field, as posted: pyverbs and kdsim both treat
     it as a host integer, so a receiver sees exactly the value the sender posted.
+    It is reported for receive completions only (rxe also flags the requester's
+    completion of a ``*_WITH_IMM`` WR, with a meaningless value; kdsim does not).
     libibverbs leaves ``opcode`` undefined in error completions; rxe fills in the
     requester's opcode, but a flushed receive reports 0 (``SEND``).
     """
-    imm = wc.imm_data if wc.wc_flags & _IBV_WC_WITH_IMM else None
-    status = _STATUS.get(wc.status) or WcStatusExt.GENERAL_ERR
-    opcode = _OPCODE.get(wc.opcode) or WcOpcode.SEND
+    imm = wc.imm_data if wc.wc_flags & _IBV_WC_WITH_IMM and wc.opcode & _IBV_WC_RECV else None
+    status = _STATUS.get(wc.status, WcStatusExt.GENERAL_ERR)
+    opcode = _OPCODE.get(wc.opcode, WcOpcode.SEND)
     return WorkCompletion(wc.wr_id, status, opcode, wc.byte_len, imm, wc.qp_num)  # type: ignore[arg-type]
 
 
@@ -146,6 +149,7 @@ class Verbs:
         self._qps: dict[int, Any] = {}
         self._psn: dict[int, int] = {}
         self._info: DeviceInfo | None = None
+        self._wrs = WrCache()
 
     # --- the device ---------------------------------------------------------------
 
@@ -191,7 +195,8 @@ class Verbs:
 
     def query_device(self) -> DeviceInfo:
         if self._info is None:
-            attr = self.ctx and self._dev_attr
+            self.ctx  # noqa: B018 - opens the device on first use
+            attr = self._dev_attr
             self._info = DeviceInfo(
                 name=self.name, max_inline_data=self._probe_inline(), max_qp_rd_atom=attr.max_qp_rd_atom,
                 max_qp_wr=attr.max_qp_wr, max_cqe=attr.max_cqe,
@@ -218,7 +223,13 @@ class Verbs:
     # --- resources ----------------------------------------------------------------
 
     def reg_mr(self, length: int, access: Access, path: str | None = None) -> MemoryRegion:
-        """Register ``length`` zeroed bytes, or the first ``length`` bytes of file ``path``."""
+        """Register ``length`` zeroed bytes, or the first ``length`` bytes of file ``path``.
+
+        A file is memory-mapped (``MAP_SHARED``, grown to ``length`` if shorter) and the
+        mapping registered, so the MR *is* the file: its bytes start as the file's and
+        what the peer writes reaches the file. A pyverbs without ``MR(address=...)``
+        gets an anonymous MR holding a copy of the file instead (writes do not persist).
+        """
         from pyverbs.mr import MR
 
         if length <= 0:
@@ -230,7 +241,15 @@ class Verbs:
             else:
                 buf = self._map_file(path, length)
                 backing = [buf, ctypes.c_char.from_buffer(buf)]
-                mr = MR(self._pd_(), length, int(access), address=ctypes.addressof(backing[1]))
+                try:
+                    mr = MR(self._pd_(), length, int(access), address=ctypes.addressof(backing[1]))
+                except TypeError:  # pyverbs before MR(address=...)
+                    mr = MR(self._pd_(), length, int(access))
+                    mr.write(bytes(buf[:length]), length, 0)
+                    backing.clear()
+                    buf.close()
+                    warnings.warn(f"RegMr({path!r}): this pyverbs cannot register a file mapping; "
+                                  "registered an anonymous copy", RuntimeWarning, stacklevel=2)  # fmt: skip
         except Exception as err:
             raise VerbsError(f"RegMr({length}, path={path!r}) failed: {err}") from err
         self._mrs[mr.lkey] = _Mr(mr, length, backing)
@@ -271,7 +290,7 @@ class Verbs:
         from pyverbs.qp import QP, QPAttr, QPCap, QPInitAttr
 
         pcap = QPCap(cap.max_send_wr, cap.max_recv_wr, cap.max_send_sge, cap.max_recv_sge, cap.max_inline_data)
-        init = QPInitAttr(qp_type=_IBV_QPT_RC, scq=scq, rcq=rcq, cap=pcap)
+        init = QPInitAttr(qp_type=_IBV_QPT_RC, scq=scq, rcq=rcq, cap=pcap, sq_sig_all=0)  # pyverbs defaults to 1
         attr = QPAttr(port_num=self.port)
         attr.qp_access_flags = _QP_ACCESS
         return QP(self._pd_(), init, attr)  # RC: returned in INIT
@@ -320,49 +339,17 @@ class Verbs:
 
     def post_send(self, qp: QueuePair, wrs: SendWR | list[SendWR]) -> None:
         """Post one WR, or a list chained into one ``ibv_post_send`` call."""
-        from pyverbs.wr import SGE as PvSGE
-        from pyverbs.wr import SendWR as PvSendWR
-
         pqp = self._qp(qp)
-        chain: list[Any] = []
-        nxt = None
-        for wr in reversed(wrs if isinstance(wrs, list) else [wrs]):
-            sges = [PvSGE(s.addr, s.length, s.lkey) for s in wr.sg_list] or [PvSGE(0, 0, 0)]
-            flags = (_IBV_SEND_SIGNALED if wr.signaled else 0) | (_IBV_SEND_INLINE if wr.inline else 0)
-            pwr = PvSendWR(
-                wr_id=wr.wr_id, opcode=int(wr.opcode), num_sge=len(sges), sg=sges, send_flags=flags,
-                imm_data=wr.imm_data, next_wr=nxt,
-            )  # fmt: skip
-            if not wr.sg_list:
-                pwr.num_sge = 0
-            if wr.opcode in (5, 6):  # ATOMIC_CMP_AND_SWP, ATOMIC_FETCH_AND_ADD
-                pwr.set_wr_atomic(wr.rkey, wr.remote_addr, wr.compare_add, wr.swap)
-            elif wr.opcode != 2 and wr.opcode != 3:  # not SEND / SEND_WITH_IMM: RDMA
-                pwr.set_wr_rdma(wr.rkey, wr.remote_addr)
-            chain.append(pwr)
-            nxt = pwr
         try:
-            pqp.post_send(nxt)
+            pqp.post_send(self._wrs.send(wrs))
         except Exception as err:
             raise VerbsError(f"PostSend on QP {qp.qp_num} failed: {err} ({wrs!r})") from err
 
     def post_recv(self, qp: QueuePair, wrs: RecvWR | list[RecvWR]) -> None:
         """Post receive WRs (the same WR object may appear several times in the list)."""
-        from pyverbs.wr import SGE as PvSGE
-        from pyverbs.wr import RecvWR as PvRecvWR
-
         pqp = self._qp(qp)
-        chain: list[Any] = []
-        nxt = None
-        for wr in reversed(wrs if isinstance(wrs, list) else [wrs]):
-            sges = [PvSGE(s.addr, s.length, s.lkey) for s in wr.sg_list] or [PvSGE(0, 0, 0)]
-            pwr = PvRecvWR(wr_id=wr.wr_id, num_sge=len(sges), sg=sges, next_wr=nxt)
-            if not wr.sg_list:
-                pwr.num_sge = 0
-            chain.append(pwr)
-            nxt = pwr
         try:
-            pqp.post_recv(nxt)
+            pqp.post_recv(self._wrs.recv(wrs))
         except Exception as err:
             raise VerbsError(f"PostRecv on QP {qp.qp_num} failed: {err}") from err
 

@@ -58,6 +58,8 @@ MODULES = (
     "ib_umad",
     "dummy",
 )
+#: Extra kernel command line (``KDLAB_RXE_VM_KERNEL_ARGS`` replaces it).
+KERNEL_ARGS = os.environ.get("KDLAB_RXE_VM_KERNEL_ARGS", "clocksource=tsc tsc=reliable")
 #: Where Debian's pyverbs lives; see :func:`pyverbs_path`.
 SYSTEM_PYVERBS = Path("/usr/lib/python3/dist-packages/pyverbs")
 #: Exit code :func:`run` returns when the guest reported none (hang, crash, timeout).
@@ -153,10 +155,10 @@ def setup(cache: str | os.PathLike[str] | None = None, *, force: bool = False) -
     init = _init_script()
     want = {"kernel_package": kpkg, "init_sha": _digest(init), "modules": list(MODULES)}
     stamp = cache / _STAMP
-    if not force and stamp.exists() and (cache / "initrd.gz").exists() and (cache / "vmlinuz").exists():
-        if json.loads(stamp.read_text()) == want:
-            _log(f"cache {cache} is up to date ({kpkg})")
-            return cache
+    ready = all((cache / f).exists() for f in (_STAMP, "initrd.gz", "vmlinuz"))
+    if ready and not force and json.loads(stamp.read_text()) == want:
+        _log(f"cache {cache} is up to date ({kpkg})")
+        return cache
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stage.", dir=cache) as tmp:
         stage = Path(tmp)
@@ -241,7 +243,7 @@ def qemu_command(
         "-smp", str(smp or os.cpu_count() or 1), "-m", str(mem_mib),
         "-display", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
         "-kernel", str(cache / "vmlinuz"), "-initrd", str(cache / "initrd.gz"),
-        "-append", f"console=ttyS0 quiet loglevel={loglevel} panic=-1",
+        "-append", f"console=ttyS0 quiet loglevel={loglevel} panic=-1 {KERNEL_ARGS}",
         "-virtfs", f"local,path=/,mount_tag=hostroot,readonly=on,{share}",
         "-virtfs", f"local,path={rw},mount_tag=rwdir,{share}",
         "-virtfs", f"local,path={ctl},mount_tag=ctl,security_model=passthrough",
