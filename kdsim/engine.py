@@ -73,6 +73,7 @@ class SimEngine:
 
     def __init__(self, profile: Profile | str, *, seed: int = 0, switch: bool | None = None) -> None:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self._host = self.profile.host
         self.seed = seed
         self.switch = switch
         self.stats = RunStats()
@@ -213,11 +214,15 @@ class SimEngine:
 
     def _post_send(self, op: ops.PostSend, st: RoleState) -> None:
         qp = self._qps[st.host, op.qp.qp_num]
-        wrs = op.wrs if isinstance(op.wrs, list) else [op.wrs]
+        wrs = op.wrs
+        if type(wrs) is not list:
+            wrs = [wrs]
         if qp.state is QpState.INIT:
             raise VerbsError(f"PostSend on QP {qp.qp_num} before ConnectQp (QP state INIT)")
-        host = self.profile.host
-        self._cpu(st, host.post_ns + host.post_wr_ns * (len(wrs) - 1))
+        host = self._host
+        cost = host.post_ns + host.post_wr_ns * (len(wrs) - 1)
+        st.debt += cost
+        st.busy_ns += cost
         t = self.env.now + st.debt
         nic = self.nics[st.host]
         if len(wrs) == 1:

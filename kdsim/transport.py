@@ -139,7 +139,15 @@ class RcTransport:
         assert peer is not None
         data = None
         if op in _CARRIES_DATA:
-            data = mem.gather(wr.sg_list, wr.length)
+            sges = wr.sg_list
+            if len(sges) == 1:  # HostMemory.gather, inlined for the common single-SGE case
+                s = sges[0]
+                smr = mem.by_lkey.get(s.lkey)
+                if smr is not None and smr.contains(s.addr, s.length):
+                    off = s.addr - smr.handle.addr
+                    data = bytes(smr.data[off : off + s.length])
+            else:
+                data = mem.gather(sges, wr.length)
         elif not all(mem.local(s.addr, s.length, s.lkey) for s in wr.sg_list):
             data = None
         else:
