@@ -223,5 +223,56 @@ def calibrate_anchor(profile: str) -> None:
         click.echo(f"{k}: {v}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def testbed(args: tuple[str, ...]) -> None:
+    """Soft-RoCE testbed: real verbs (rdma_rxe) in a QEMU VM, for machines without RDMA.
+
+    `kdlab testbed setup` (once, root), `kdlab testbed run -- CMD ...` (boot, create rxe0, run CMD in
+    the current directory, pass its exit code), `kdlab testbed has-rdma`, `kdlab testbed --help`.
+    """
+    from kdreal.testbed.__main__ import main as testbed_main
+
+    sys.exit(testbed_main(list(args)))
+
+
+@main.command()
+@click.argument("measured", type=click.Path(exists=True, dir_okay=False))
+@click.option("--base", default="cx4-edr-100g", show_default=True, help="profile whose other numbers are kept")
+@click.option("--fit", "params", multiple=True, required=True, help="profile parameter to fit (repeatable)")
+@click.option("--fit-on", "fit_on", multiple=True, required=True, help='point to fit on, e.g. "write_lat 2 B"')
+@click.option("--name", required=True, help="name of the calibrated profile")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the profile YAML here")
+def calibrate(
+    measured: str, base: str, params: tuple[str, ...], fit_on: tuple[str, ...], name: str, out: str | None
+) -> None:
+    """Fit a kdsim profile to MEASURED perftest points (CSV or Parquet) and print every point's error.
+
+    MEASURED has columns test, size, optional qps, and t_typical_us (latency tests) or bw_avg_gbps
+    (bandwidth tests). Points not named by --fit-on are held out and predicted.
+    """
+    import pandas as pd
+
+    from kdsim.fit import Measurement, fit_profile, profile_yaml
+    from kdsim.profile import ProfileError, load_profile
+
+    df = pd.read_parquet(measured) if measured.endswith(".parquet") else pd.read_csv(measured)
+    points = []
+    for row in df.to_dict("records"):
+        metric = "t_typical_us" if str(row["test"]).endswith("_lat") else "bw_avg_gbps"
+        points.append(Measurement(str(row["test"]), int(row["size"]), float(row[metric]), int(row.get("qps", 1) or 1)))
+    try:
+        result = fit_profile(load_profile(base), points, list(params), list(fit_on), name)
+    except (ValueError, ProfileError) as err:
+        raise click.ClickException(str(err)) from None
+    for p, v in result.values.items():
+        click.echo(f"fitted {p} = {v:.6g}")
+    click.echo(pd.DataFrame(result.table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"held-out max |error|: {result.held_out_max_error():.1f}%")
+    if out:
+        Path(out).write_text(profile_yaml(result, Path(measured).name))
+        click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
