@@ -84,9 +84,7 @@ def run_tool(run: ToolRun, timeout_s: float = 120.0) -> list[dict[str, float]]:
     server = subprocess.Popen(run.argv(server=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(0.5)  # let the server listen on its TCP port before the client connects
-        client = subprocess.run(
-            run.argv(server=False), capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        client = subprocess.run(run.argv(server=False), capture_output=True, text=True, timeout=timeout_s, check=False)
         server_out, _ = server.communicate(timeout=timeout_s)
     finally:
         if server.poll() is None:

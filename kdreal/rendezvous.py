@@ -129,7 +129,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
+    daemon_threads = False
+    block_on_close = True  # server_close() joins the handler threads: none outlive a run
     allow_reuse_address = True
 
     def __init__(self, roles: int) -> None:
@@ -161,10 +162,14 @@ class RendezvousServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop serving, wake any lookup still waiting, join the handler threads."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
+        store = self._server.store
+        with store.cond:
+            store.deadlock = store.deadlock or "the rendezvous closed: the run is over"
+            store.cond.notify_all()
         self._server.server_close()
 
     def close_in_child(self) -> None:

@@ -21,7 +21,6 @@ import select
 import time
 import warnings
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from kdlab.verbs import (
@@ -34,74 +33,20 @@ from kdlab.verbs import (
     QueuePair,
     RecvWR,
     SendWR,
-    WcOpcode,
-    WcStatus,
     WorkCompletion,
 )
-from kdreal.wrs import WrCache
+from kdreal.wrs import WrCache, to_work_completion
 
 #: max_inline_data values tried, largest first, to find the device's limit.
 INLINE_PROBE = (1024, 512, 400, 256, 220, 188, 128, 64, 32, 16, 0)
 #: How many spin iterations pass between two looks at the clock.
 _SPIN_CHECK = 256
 _QP_ACCESS = int(Access.all())
-_IBV_WC_WITH_IMM = 2
-_IBV_WC_RECV = 128  # receive completion opcodes have this bit
 _IBV_QPT_RC = 2
 
 
 class VerbsError(RuntimeError):
     """A verb failed as ``ibv_*`` reports it (the pyverbs error is chained)."""
-
-
-class WcStatusExt(IntEnum):
-    """``ibv_wc_status`` values that :class:`kdlab.verbs.WcStatus` does not name."""
-
-    LOC_EEC_OP_ERR = 3
-    MW_BIND_ERR = 6
-    BAD_RESP_ERR = 7
-    REM_ABORT_ERR = 14
-    INV_EECN_ERR = 15
-    INV_EEC_STATE_ERR = 16
-    FATAL_ERR = 17
-    RESP_TIMEOUT_ERR = 18
-    GENERAL_ERR = 19
-    TM_ERR = 20
-    TM_RNDV_INCOMPLETE = 21
-
-
-class WcOpcodeExt(IntEnum):
-    """``ibv_wc_opcode`` values that :class:`kdlab.verbs.WcOpcode` does not name."""
-
-    BIND_MW = 5
-    LOCAL_INV = 6
-    TSO = 7
-    TM_ADD = 130
-    TM_DEL = 131
-    TM_SYNC = 132
-    TM_RECV = 133
-    TM_NO_TAG = 134
-    DRIVER1 = 135
-
-
-_STATUS: dict[int, IntEnum] = {**{int(s): s for s in WcStatusExt}, **{int(s): s for s in WcStatus}}
-_OPCODE: dict[int, IntEnum] = {**{int(o): o for o in WcOpcodeExt}, **{int(o): o for o in WcOpcode}}
-
-
-def to_work_completion(wc: Any) -> WorkCompletion:
-    """A pyverbs ``WC`` as a :class:`WorkCompletion` (enums keep libibverbs values).
-
-    ``imm_data`` is the raw 32-bit field, as posted: pyverbs and kdsim both treat
-    it as a host integer, so a receiver sees exactly the value the sender posted.
-    It is reported for receive completions only (rxe also flags the requester's
-    completion of a ``*_WITH_IMM`` WR, with a meaningless value; kdsim does not).
-    libibverbs leaves ``opcode`` undefined in error completions; rxe fills in the
-    requester's opcode, but a flushed receive reports 0 (``SEND``).
-    """
-    imm = wc.imm_data if wc.wc_flags & _IBV_WC_WITH_IMM and wc.opcode & _IBV_WC_RECV else None
-    status = _STATUS.get(wc.status, WcStatusExt.GENERAL_ERR)
-    opcode = _OPCODE.get(wc.opcode, WcOpcode.SEND)
-    return WorkCompletion(wc.wr_id, status, opcode, wc.byte_len, imm, wc.qp_num)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -179,7 +124,12 @@ class Verbs:
     @property
     def ctx(self) -> Any:
         if self._ctx is None:
-            self._open()
+            try:
+                self._open()
+            except VerbsError:
+                raise
+            except Exception as err:
+                raise VerbsError(f"cannot open RDMA device {self.device or '(first listed)'}: {err}") from err
         return self._ctx
 
     def _pick_gid(self) -> int:
@@ -296,10 +246,9 @@ class Verbs:
         return QP(self._pd_(), init, attr)  # RC: returned in INIT
 
     def create_qp(self, send_cq: CompletionQueue, recv_cq: CompletionQueue, cap: QpCap) -> QueuePair:
+        scq, rcq = self._cq(send_cq).cq, self._cq(recv_cq).cq
         try:
-            qp = self._new_qp(self._cq(send_cq).cq, self._cq(recv_cq).cq, cap)
-        except KeyError:
-            raise
+            qp = self._new_qp(scq, rcq, cap)
         except Exception as err:
             raise VerbsError(f"CreateQp({cap}) failed: {err}") from err
         psn = random.getrandbits(24)
@@ -358,7 +307,13 @@ class Verbs:
         return [to_work_completion(wc) for wc in wcs] if n else []
 
     def wait_cq(self, cq: CompletionQueue, max_entries: int, mode: str) -> list[WorkCompletion]:
-        """Spin (``busy``) or sleep on the completion channel (``event``) until a completion arrives."""
+        """Spin (``busy``) or sleep on the completion channel (``event``) until a completion arrives.
+
+        Event mode arms the CQ, re-polls (a completion may have landed before it was
+        armed), then waits for the channel's file descriptor with ``select`` so that
+        the timeout holds, and reads and acknowledges the event. Should the
+        descriptor not have been found, ``get_cq_event`` blocks without a timeout.
+        """
         entry = self._cq(cq)
         pcq = entry.cq
         n, wcs = pcq.poll(max_entries)

@@ -1,4 +1,8 @@
-"""kdlab work requests as pyverbs work requests, built once and re-posted.
+"""Conversions between kdlab's verbs vocabulary and pyverbs objects.
+
+Work completions: pyverbs ``WC`` -> :class:`kdlab.verbs.WorkCompletion`
+(:func:`to_work_completion`). Work requests: kdlab -> pyverbs, built once and
+re-posted (:class:`WrCache`).
 
 Creating pyverbs objects is slow (each one is a Python object with a logger and a
 malloc'd SGE array: about 12 us on the host and 180 us in the TCG guest for a
@@ -11,12 +15,65 @@ every field of every kdlab WR is unchanged; a changed field rebuilds the chain.
 from __future__ import annotations
 
 from collections import OrderedDict
+from enum import IntEnum
 from typing import Any
 
-from kdlab.verbs import ATOMIC_OPCODES, REMOTE_OPCODES, RecvWR, SendWR
+from kdlab.verbs import ATOMIC_OPCODES, REMOTE_OPCODES, RecvWR, SendWR, WcOpcode, WcStatus, WorkCompletion
 
 IBV_SEND_SIGNALED = 2
 IBV_SEND_INLINE = 8
+IBV_WC_WITH_IMM = 2
+IBV_WC_RECV = 128  # receive completion opcodes have this bit
+
+
+class WcStatusExt(IntEnum):
+    """``ibv_wc_status`` values that :class:`kdlab.verbs.WcStatus` does not name."""
+
+    LOC_EEC_OP_ERR = 3
+    MW_BIND_ERR = 6
+    BAD_RESP_ERR = 7
+    REM_ABORT_ERR = 14
+    INV_EECN_ERR = 15
+    INV_EEC_STATE_ERR = 16
+    FATAL_ERR = 17
+    RESP_TIMEOUT_ERR = 18
+    GENERAL_ERR = 19
+    TM_ERR = 20
+    TM_RNDV_INCOMPLETE = 21
+
+
+class WcOpcodeExt(IntEnum):
+    """``ibv_wc_opcode`` values that :class:`kdlab.verbs.WcOpcode` does not name."""
+
+    BIND_MW = 5
+    LOCAL_INV = 6
+    TSO = 7
+    TM_ADD = 130
+    TM_DEL = 131
+    TM_SYNC = 132
+    TM_RECV = 133
+    TM_NO_TAG = 134
+    DRIVER1 = 135
+
+
+_STATUS: dict[int, IntEnum] = {**{int(s): s for s in WcStatusExt}, **{int(s): s for s in WcStatus}}
+_OPCODE: dict[int, IntEnum] = {**{int(o): o for o in WcOpcodeExt}, **{int(o): o for o in WcOpcode}}
+
+
+def to_work_completion(wc: Any) -> WorkCompletion:
+    """A pyverbs ``WC`` as a :class:`WorkCompletion` (enums keep libibverbs values).
+
+    ``imm_data`` is the raw 32-bit field, as posted: pyverbs and kdsim both treat
+    it as a host integer, so a receiver sees exactly the value the sender posted.
+    It is reported for receive completions only (rxe also flags the requester's
+    completion of a ``*_WITH_IMM`` WR, with a meaningless value; kdsim does not).
+    libibverbs leaves ``opcode`` undefined in error completions; rxe fills in the
+    requester's opcode, but a flushed receive reports 0 (``SEND``).
+    """
+    imm = wc.imm_data if wc.wc_flags & IBV_WC_WITH_IMM and wc.opcode & IBV_WC_RECV else None
+    status = _STATUS.get(wc.status, WcStatusExt.GENERAL_ERR)
+    opcode = _OPCODE.get(wc.opcode, WcOpcode.SEND)
+    return WorkCompletion(wc.wr_id, status, opcode, wc.byte_len, imm, wc.qp_num)  # type: ignore[arg-type]
 
 
 def send_fields(wr: SendWR) -> tuple[Any, ...]:
