@@ -13,7 +13,7 @@ if "$PY" -m kdreal.testbed has-rdma >/dev/null 2>&1; then
   "$PY" -m pytest -m rdma -p no:cacheprovider tests/real
 elif [ -n "${CI:-}" ] || [ "${KDLAB_TESTBED:-0}" = 1 ]; then
   "$PY" -m kdreal.testbed setup
-  "$PY" -m kdreal.testbed run "$PY" -m pytest -m rdma -p no:cacheprovider tests/real
+  "$PY" -m kdreal.testbed run "$PY" -m pytest -q -m rdma -p no:cacheprovider -p no:hypothesispytest tests/real
 else
   echo "RDMA tests skipped: no verbs device here. Run them in the Soft-RoCE testbed (root, QEMU):"
   echo "  KDLAB_TESTBED=1 bash scripts/test.sh"
