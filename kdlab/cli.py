@@ -243,8 +243,15 @@ def testbed(args: tuple[str, ...]) -> None:
 @click.option("--fit-on", "fit_on", multiple=True, required=True, help='point to fit on, e.g. "write_lat 2 B"')
 @click.option("--name", required=True, help="name of the calibrated profile")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the profile YAML here")
+@click.option("--figure", type=click.Path(dir_okay=False), help="write an overlay figure (PATH.png, PATH.pdf)")
 def calibrate(
-    measured: str, base: str, params: tuple[str, ...], fit_on: tuple[str, ...], name: str, out: str | None
+    measured: str,
+    base: str,
+    params: tuple[str, ...],
+    fit_on: tuple[str, ...],
+    name: str,
+    out: str | None,
+    figure: str | None,
 ) -> None:
     """Fit a kdsim profile to MEASURED perftest points (CSV or Parquet) and print every point's error.
 
@@ -272,6 +279,11 @@ def calibrate(
     if out:
         Path(out).write_text(profile_yaml(result, Path(measured).name))
         click.echo(f"wrote {out}")
+    if figure:
+        from kdsim.fit import overlay_figure
+
+        for p in overlay_figure(result, points, figure):
+            click.echo(f"wrote {p}")
 
 
 if __name__ == "__main__":  # pragma: no cover

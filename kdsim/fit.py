@@ -148,3 +148,40 @@ def profile_yaml(result: FitResult, data_source: str) -> str:
                 entries[pname] = {"value": value, "tag": src.tag, "source": src.text}
         doc[section] = entries
     return yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def overlay_figure(result: FitResult, measured: Sequence[Measurement], path: str) -> list[str]:
+    """Measured points and the calibrated simulation's curves, one panel per metric (PNG + PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = sorted({m.test for m in measured})
+    panels = [("t_typical_us", "latency, t_typical [us]"), ("bw_avg_gbps", "BW average [Gb/s]")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (metric, label) in zip(axes, panels, strict=True):
+        for i, test in enumerate(t for t in tests if METRIC[t.rsplit("_", 1)[1]] == metric):
+            pts = sorted((m for m in measured if m.test == test), key=lambda m: m.size)
+            color = f"C{i}"
+            sizes = [2**k for k in range(1, 17)]
+            sim = [simulate(result.profile, Measurement(test, s, 1.0)) for s in sizes]
+            ax.plot(sizes, sim, "-", color=color, label=f"sim {test} ({result.profile.name})")
+            fit = [m for m in pts if any(r["point"] == m.label and r["role"] == "fit" for r in result.table)]
+            held = [m for m in pts if m not in fit]
+            ax.plot([m.size for m in held], [m.value for m in held], "o", mfc="none", color=color,
+                    label=f"measured {test} (held out)")  # fmt: skip
+            ax.plot([m.size for m in fit], [m.value for m in fit], "s", color=color, label=f"measured {test} (fit)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("message size [B]")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Calibrated {result.profile.name}: fitted {', '.join(result.values)}", fontsize=10)
+    fig.tight_layout()
+    out = [path + ".png", path + ".pdf"]
+    for p in out:
+        fig.savefig(p)
+    plt.close(fig)
+    return out

@@ -72,6 +72,7 @@ class NicParams:
     processing_units: int = param("count", "parallel WQE processing units; a QP is pinned to one", low=1)
     tx_wqe_ns: float = param("ns", "processing-unit time per outgoing work request")
     rx_ns: float = param("ns", "processing-unit time per incoming request or response")
+    pu_ns_per_byte: float = param("ns/B", "processing-unit time per payload byte (software RNICs copy and CRC)")
     pipeline_ns: float = param("ns", "fixed latency through the NIC's pipelines per message, not holding a unit")
     max_inline_bytes: int = param("B", "largest payload a WQE may carry inline")
     qpc_cache_entries: int = param("count", "QP contexts the NIC caches (LRU)", low=1)

@@ -58,6 +58,7 @@ class Rnic:
         self.pcie_up = Timeline(f"{host}.pcie_up")
         self.tx_wqe_ns = nic.tx_wqe_ns
         self.rx_ns = nic.rx_ns
+        self.pu_ns_per_byte = nic.pu_ns_per_byte
         self.qpc_miss_ns = nic.qpc_miss_ns
         self.pipeline_ns = nic.pipeline_ns
         self.dma_read_ns = pcie.dma_read_ns

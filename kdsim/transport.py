@@ -152,18 +152,18 @@ class RcTransport:
             data = None
         else:
             data = b""
-        t = nic.process(qp.qp_num, at_nic, nic.tx_wqe_ns) + nic.pipeline_ns
+        payload = wr.length if op in _CARRIES_DATA else 0
+        t = nic.process(qp.qp_num, at_nic, nic.tx_wqe_ns + payload * nic.pu_ns_per_byte) + nic.pipeline_ns
         if data is None:  # a local SGE names the wrong lkey or lies outside its MR
             self._fail_requester(qp, wr, WcStatus.LOC_PROT_ERR, t)
             return
-        payload = wr.length if op in _CARRIES_DATA else 0
         if payload and not wr.inline:
             first_ready, last_ready = nic.dma_read(t, payload, min(payload, self.mtu))
         else:
             first_ready = last_ready = t
         first_in, last_in = self.fabric.send(qp.host, peer.host, first_ready, last_ready, payload, _EXTRA_HEADER[op])
         pnic = self.nics[peer.host]
-        t_rx = pnic.process(peer.qp_num, first_in, pnic.rx_ns) + pnic.pipeline_ns
+        t_rx = pnic.process(peer.qp_num, first_in, pnic.rx_ns + payload * pnic.pu_ns_per_byte) + pnic.pipeline_ns
         flight = Flight(qp, wr, data, last_in)
         if op in ATOMIC_OPCODES:
             unit = self.atomic_units.get((peer.host, wr.remote_addr))
@@ -321,11 +321,14 @@ class RcTransport:
         assert peer is not None
         pnic, nic = self.nics[peer.host], self.nics[qp.host]
         n = len(data)
-        first, last = pnic.dma_read(self.env.now, n, min(n, self.mtu))
+        start = self.env.now
+        if pnic.pu_ns_per_byte:  # a software RNIC handles the response bytes on its processing unit
+            start = pnic.process(peer.qp_num, start, n * pnic.pu_ns_per_byte)
+        first, last = pnic.dma_read(start, n, min(n, self.mtu))
         first_in, last_in = self.fabric.send(
             peer.host, qp.host, first + pnic.pipeline_ns, last + pnic.pipeline_ns, n, AETH_BYTES
         )
-        t = nic.process(qp.qp_num, first_in, nic.rx_ns) + nic.pipeline_ns
+        t = nic.process(qp.qp_num, first_in, nic.rx_ns + n * nic.pu_ns_per_byte) + nic.pipeline_ns
         done = nic.dma_write(t, n, last_in, self.fabric.wire.last_payload(n))
         self.memories[qp.host].scatter(wr.sg_list, data)
         self._finish_read_like(qp, wr, done)
