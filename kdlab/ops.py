@@ -182,6 +182,94 @@ class Clock:
     """Read the engine's clock -> nanoseconds (for measurement, not for decisions)."""
 
 
+# --- sockets (TCP), message framed ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class TcpListen:
+    """Listen for TCP connections under the name ``service`` -> :class:`~kdlab.verbs.Listener`."""
+
+    service: str
+
+
+@dataclass(slots=True)
+class TcpAccept:
+    """Wait for the next connection on ``listener`` -> :class:`~kdlab.verbs.Connection`."""
+
+    listener: Any
+
+
+@dataclass(slots=True)
+class TcpConnect:
+    """Connect to the listener named ``service`` (waits until it listens) -> Connection."""
+
+    service: str
+
+
+@dataclass(slots=True)
+class TcpSend:
+    """Send one framed message of ``nbytes`` wire bytes carrying ``message``.
+
+    ``zero_copy`` marks a send whose payload the kernel takes from the page cache
+    (``sendfile``): no per-byte CPU copy on the sender.
+    """
+
+    conn: Any
+    message: Any
+    nbytes: int
+    zero_copy: bool = False
+
+
+@dataclass(slots=True)
+class TcpRecv:
+    """Receive the next whole message on any of ``conns`` -> ``(conn, message)``.
+
+    Waits at most ``timeout_ns`` (None: forever) and returns None on a time-out, as
+    a network thread's ``select``/``epoll`` loop does.
+    """
+
+    conns: Any
+    timeout_ns: float | None = None
+
+
+# --- threads of one process: queues and notifications -------------------------------
+
+
+@dataclass(slots=True)
+class QueuePut:
+    """Put ``item`` on the in-process queue ``queue`` (waits while it holds ``capacity`` items)."""
+
+    queue: str
+    item: Any
+    capacity: int | None = None
+
+
+@dataclass(slots=True)
+class QueueGet:
+    """Take the oldest item of the in-process queue ``queue`` -> item, or None after ``timeout_ns``."""
+
+    queue: str
+    timeout_ns: float | None = None
+
+
+@dataclass(slots=True)
+class Notify:
+    """Wake every thread waiting on ``key`` (a condition variable's notify_all)."""
+
+    key: str
+
+
+@dataclass(slots=True)
+class WaitNotify:
+    """Wait for a :class:`Notify` on ``key`` -> True, or False after ``timeout_ns``.
+
+    Callers re-check their condition in a loop, as with any condition variable.
+    """
+
+    key: str
+    timeout_ns: float | None = None
+
+
 # --- out-of-band rendezvous --------------------------------------------------------
 
 
@@ -216,6 +304,15 @@ Operation = (
     | Compute
     | Sleep
     | Clock
+    | TcpListen
+    | TcpAccept
+    | TcpConnect
+    | TcpSend
+    | TcpRecv
+    | QueuePut
+    | QueueGet
+    | Notify
+    | WaitNotify
     | Publish
     | Lookup
 )

@@ -303,3 +303,22 @@ class DeviceInfo:
     max_qp_rd_atom: int
     max_qp_wr: int = 16384
     max_cqe: int = 4194303
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A listening TCP endpoint."""
+
+    listener_id: int
+    service: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One end of a TCP connection."""
+
+    conn_id: int
+    host: str
+    peer_host: str
+    service: str

@@ -25,6 +25,8 @@ from kdsim.memory import HostMemory, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
+from kdsim.sockets import SimConn, SocketLayer
+from kdsim.sync import SyncLayer
 from kdsim.transport import RcTransport
 
 #: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in milliseconds (vol. 1, table 45).
@@ -96,6 +98,9 @@ class SimEngine:
         self._qps: dict[tuple[str, int], SimQp] = {}
         self._mrs: dict[tuple[str, int], SimMr] = {}
         self._ids = count(1)
+        self.sockets = SocketLayer(env, profile, self._ids)
+        self.sync = SyncLayer(env)
+        self._conns: dict[int, SimConn] = {}
         self._published: dict[str, Any] = {}
         self._lookups: dict[str, list[simpy.Event]] = {}
         self._states = {r.name: RoleState(r.name, r.host) for r in roles}
@@ -339,6 +344,143 @@ class SimEngine:
     def _clock(self, op: ops.Clock, st: RoleState) -> float:
         return self.env.now + st.debt
 
+    # --- sockets --------------------------------------------------------------------
+
+    def _tcp_listen(self, op: ops.TcpListen, st: RoleState) -> Any:
+        return self.sockets.listen(op.service, st.host)
+
+    def _tcp_accept(self, op: ops.TcpAccept, st: RoleState) -> Any:
+        listener = self.sockets.listeners[op.listener.service]
+        now = self.env.now + st.debt
+        if listener.pending and listener.pending[0][0] <= now:
+            return self._accepted(listener, st)
+
+        def resume(st: RoleState) -> Any:
+            listener.waiters.remove(block.waiter)
+            st.debt = 0.0
+            return self._accepted(listener, st)
+
+        block = self._block(st, f"a connection to {op.listener.service!r}", resume)
+        listener.waiters.append(block.waiter)
+        if listener.pending:
+            block.waiter.wake_at(self.env, listener.pending[0][0])
+        return block
+
+    def _accepted(self, listener: Any, st: RoleState) -> Any:
+        _, conn = listener.pending.popleft()
+        self._conns[conn.handle.conn_id] = conn
+        self._cpu(st, self._host.syscall_ns)
+        return conn.handle
+
+    def _tcp_connect(self, op: ops.TcpConnect, st: RoleState) -> Any:
+        conn = self.sockets.connect(op.service, st.host, self.env.now + st.debt)
+        if conn is not None:
+            self._conns[conn.handle.conn_id] = conn
+            self._cpu(st, self._host.syscall_ns)
+            return conn.handle
+
+        def resume(st: RoleState) -> Any:
+            st.debt = 0.0
+            return self._tcp_connect(op, st)
+
+        block = self._block(st, f"a listener for {op.service!r}", resume)
+        self.sockets.connect_waiters.setdefault(op.service, []).append(block.waiter)
+        return block
+
+    def _tcp_send(self, op: ops.TcpSend, st: RoleState) -> None:
+        tcp = self.profile.tcp
+        per_byte = 0.0 if op.zero_copy else tcp.send_ns_per_byte
+        self._cpu(st, self._host.syscall_ns + op.nbytes * per_byte)
+        self.sockets.send(self._conns[op.conn.conn_id], op.message, op.nbytes, self.env.now + st.debt)
+
+    def _tcp_recv(self, op: ops.TcpRecv, st: RoleState) -> Any:
+        handles = op.conns if isinstance(op.conns, list | tuple) else [op.conns]
+        conns = [self._conns[h.conn_id] for h in handles]
+        got = SocketLayer.ready(conns, self.env.now + st.debt)
+        if got is not None:
+            return self._received(got, st)
+
+        def resume(st: RoleState) -> Any:
+            for c in conns:
+                c.waiters.remove(block.waiter)
+            st.debt = self._host.wakeup_ns
+            got = SocketLayer.ready(conns, self.env.now + st.debt)
+            return None if got is None else self._received(got, st)
+
+        block = self._block(st, f"a message on {len(conns)} connection(s)", resume)
+        for c in conns:
+            c.waiters.append(block.waiter)
+            nxt = c.next_time()
+            if nxt is not None:
+                block.waiter.wake_at(self.env, nxt)
+        if op.timeout_ns is not None:
+            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+        return block
+
+    def _received(self, got: tuple[SimConn, Any], st: RoleState) -> tuple[Any, Any]:
+        conn, (message, nbytes) = got[0], got[1]
+        self._cpu(st, self._host.syscall_ns + nbytes * self.profile.tcp.recv_ns_per_byte)
+        return conn.handle, message
+
+    # --- queues and notifications ---------------------------------------------------
+
+    def _queue_put(self, op: ops.QueuePut, st: RoleState) -> Any:
+        q = self.sync.queue(op.queue)
+        if op.capacity is None or len(q.items) < op.capacity:
+            self.sync.put(q, op.item, self.env.now + st.debt)
+            return None
+
+        def resume(st: RoleState) -> Any:
+            q.putters.remove(block.waiter)
+            st.debt = 0.0
+            return self._queue_put(op, st)
+
+        block = self._block(st, f"room in queue {op.queue!r}", resume)
+        q.putters.append(block.waiter)
+        return block
+
+    def _queue_get(self, op: ops.QueueGet, st: RoleState) -> Any:
+        q = self.sync.queue(op.queue)
+        ok, item = self.sync.take(q, self.env.now + st.debt)
+        if ok:
+            self.sync.released(q, self.env.now + st.debt)
+            return item
+
+        def resume(st: RoleState) -> Any:
+            q.getters.remove(block.waiter)
+            st.debt = 0.0
+            ok, item = self.sync.take(q, self.env.now)
+            if ok:
+                self.sync.released(q, self.env.now)
+            return item
+
+        block = self._block(st, f"an item in queue {op.queue!r}", resume)
+        q.getters.append(block.waiter)
+        if q.items:
+            block.waiter.wake_at(self.env, q.items[0][0])
+        if op.timeout_ns is not None:
+            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+        return block
+
+    def _notify(self, op: ops.Notify, st: RoleState) -> None:
+        self.sync.notify(op.key, self.env.now + st.debt)
+
+    def _wait_notify(self, op: ops.WaitNotify, st: RoleState) -> Any:
+        def resume(st: RoleState) -> bool:
+            waiters = self.sync.notify_waiters.get(op.key, [])
+            if block.waiter in waiters:
+                waiters.remove(block.waiter)  # timed out: still registered
+                st.debt = 0.0
+                return False
+            st.debt = self._host.wakeup_ns
+            return True
+
+        block = self._block(st, f"a notification on {op.key!r}", resume)
+        self.sync.notify_waiters.setdefault(op.key, []).append(block.waiter)
+        if op.timeout_ns is not None:
+            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+        return block
+
     # --- rendezvous ----------------------------------------------------------------
 
     def _publish(self, op: ops.Publish, st: RoleState) -> None:
@@ -376,6 +518,15 @@ class SimEngine:
         ops.Compute: _compute,
         ops.Sleep: _sleep,
         ops.Clock: _clock,
+        ops.TcpListen: _tcp_listen,
+        ops.TcpAccept: _tcp_accept,
+        ops.TcpConnect: _tcp_connect,
+        ops.TcpSend: _tcp_send,
+        ops.TcpRecv: _tcp_recv,
+        ops.QueuePut: _queue_put,
+        ops.QueueGet: _queue_get,
+        ops.Notify: _notify,
+        ops.WaitNotify: _wait_notify,
         ops.Publish: _publish,
         ops.Lookup: _lookup,
     }
@@ -388,6 +539,9 @@ def _resume_clear_debt(st: RoleState) -> None:
 #: CPU cost models for :class:`kdlab.ops.Compute` kinds, in ns for ``nbytes``.
 COMPUTE_KINDS: dict[str, Any] = {
     "copy": lambda eng, n: n * 8.0 / eng.profile.host.memcpy_gbps,
+    "crc32c": lambda eng, n: n * 8.0 / eng.profile.host.crc32c_gbps,
+    "syscall": lambda eng, n: eng.profile.host.syscall_ns,
+    "request": lambda eng, n: eng.profile.host.request_ns,
 }
 
 

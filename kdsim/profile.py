@@ -83,6 +83,18 @@ class NicParams:
 
 
 @dataclass(frozen=True)
+class TcpParams:
+    """The kernel TCP/IP path between hosts (over Ethernet, or IPoIB on the RDMA fabric)."""
+
+    data_rate_gbps: float = param("Gb/s", "data rate of the link TCP uses, per direction", low=1e-3)
+    mtu_bytes: int = param("B", "IP MTU (frame payload)", low=576, high=65520)
+    frame_overhead_bytes: int = param("B", "wire bytes per frame besides the TCP payload (framing, IP, TCP)")
+    latency_ns: float = param("ns", "one-way latency of a small message: both kernel stacks, interrupt, wire")
+    send_ns_per_byte: float = param("ns/B", "sender CPU per byte (copy into the socket buffer)")
+    recv_ns_per_byte: float = param("ns/B", "receiver CPU per byte (copy out of the socket buffer)")
+
+
+@dataclass(frozen=True)
 class HostParams:
     """Host CPU costs that the verbs datapaths pay."""
 
@@ -92,6 +104,9 @@ class HostParams:
     cache_miss_ns: float = param("ns", "time for a spinning core to see a line the NIC wrote")
     wakeup_ns: float = param("ns", "interrupt-to-thread wake-up latency (event-mode CQs)")
     memcpy_gbps: float = param("Gb/s", "single-core memcpy bandwidth", low=1e-3)
+    crc32c_gbps: float = param("Gb/s", "single-core CRC-32C throughput (SSE4.2 / JVM intrinsic)", low=1e-3)
+    syscall_ns: float = param("ns", "CPU time of one system call (send, recv, epoll)")
+    request_ns: float = param("ns", "CPU time a Kafka broker spends per request besides copies and CRC (JVM)")
 
 
 SECTIONS: dict[str, type] = {
@@ -99,6 +114,7 @@ SECTIONS: dict[str, type] = {
     "switch": SwitchParams,
     "pcie": PcieParams,
     "nic": NicParams,
+    "tcp": TcpParams,
     "host": HostParams,
 }
 
@@ -121,6 +137,7 @@ class Profile:
     switch: SwitchParams
     pcie: PcieParams
     nic: NicParams
+    tcp: TcpParams
     host: HostParams
     sources: dict[str, Source] = field(compare=False, hash=False)
     fit: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -198,7 +215,26 @@ def load_profile(name_or_path: str) -> Profile:
     """Load a shipped profile by name, or any profile file by path."""
     p = Path(name_or_path)
     path = p if p.suffix in (".yaml", ".yml") and p.exists() else profile_path(name_or_path)
-    return parse_profile(yaml.safe_load(path.read_text()), origin=str(path))
+    return parse_profile(_resolve_base(yaml.safe_load(path.read_text()), str(path)), origin=str(path))
+
+
+def _resolve_base(doc: Any, origin: str, depth: int = 0) -> Any:
+    """A profile may say ``base: NAME`` and give only the parameters it changes."""
+    if not isinstance(doc, dict) or "base" not in doc:
+        return doc
+    if depth > 4:
+        raise ProfileError(f"{origin}: 'base' chain too deep")
+    base_name = doc["base"]
+    base = _resolve_base(yaml.safe_load(profile_path(str(base_name)).read_text()), str(base_name), depth + 1)
+    merged = {k: v for k, v in base.items() if k not in ("fit", "name", "description")}
+    for key, value in doc.items():
+        if key == "base":
+            continue
+        if key in SECTIONS and isinstance(value, dict):
+            merged[key] = {**base.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_profile(doc: Any, origin: str = "<profile>") -> Profile:
