@@ -32,6 +32,7 @@ uncompressed batches are built or read.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -160,7 +161,9 @@ def _field_size(n: int | None) -> int:
 
 def record_size_bytes(offset_delta: int, timestamp_delta: int, key_bytes: int | None, value_bytes: int | None) -> int:
     """Encoded size of one header-less record, its length varint included."""
-    body = 2 + varint_size(timestamp_delta) + varint_size(offset_delta) + _field_size(key_bytes) + _field_size(value_bytes)
+    body = (
+        2 + varint_size(timestamp_delta) + varint_size(offset_delta) + _field_size(key_bytes) + _field_size(value_bytes)
+    )
     return varint_size(body) + body
 
 
@@ -189,7 +192,7 @@ def batch_size_bytes(
             cuts.add(-(-limit // timestamp_step_ms))
     points = sorted(cuts)
     total = RECORD_BATCH_OVERHEAD
-    for lo, hi in zip(points, points[1:], strict=False):
+    for lo, hi in itertools.pairwise(points):
         total += (hi - lo) * record_size_bytes(lo, lo * timestamp_step_ms, key_bytes, value_bytes)
     return total
 
@@ -226,7 +229,7 @@ def encode_batch(
     body = bytearray()
     for i, (rec, ts) in enumerate(zip(records, stamps, strict=True)):
         key, value = rec[0], rec[1]
-        headers: Sequence[Header] = rec[2] if len(rec) > 2 else ()  # type: ignore[misc]
+        headers: Sequence[Header] = rec[2] if len(rec) == 3 else ()
         body.clear()
         body.append(0)  # record attributes
         _write_varint(body, ts - base_ts)
@@ -467,7 +470,7 @@ def assign_offsets(buf: Buf, base_offset: int, partition_leader_epoch: int | Non
     if view.readonly:
         out = bytearray(view)
         _write_offsets(out, base_offset, partition_leader_epoch)
-        return memoryview(bytes(out)) if isinstance(buf, memoryview) else bytes(out)  # type: ignore[return-value]
+        return memoryview(bytes(out)) if isinstance(buf, memoryview) else bytes(out)
     _write_offsets(view, base_offset, partition_leader_epoch)
     return buf
 
