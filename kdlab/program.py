@@ -18,12 +18,17 @@ RoleBody = Callable[..., Generator[Any, Any, Any]]
 
 @dataclass(frozen=True)
 class Role:
-    """One thread of a program: ``body(**args)`` runs on host ``host``."""
+    """One thread of a program: ``body(**args)`` runs on host ``host``.
+
+    A ``daemon`` role (a server thread) need not finish: the run ends when every
+    other role has, and daemons are stopped then.
+    """
 
     name: str
     host: str
     body: RoleBody
     args: dict[str, Any] = field(default_factory=dict)
+    daemon: bool = False
 
 
 class Engine(Protocol):

@@ -123,6 +123,7 @@ class SendWR:
     """
 
     __slots__ = (
+        "_sg_list",
         "compare_add",
         "imm_data",
         "inline",
@@ -130,7 +131,6 @@ class SendWR:
         "opcode",
         "remote_addr",
         "rkey",
-        "sg_list",
         "signaled",
         "swap",
         "wr_id",
@@ -152,7 +152,7 @@ class SendWR:
     ) -> None:
         self.wr_id = wr_id
         self.opcode = opcode
-        self.sg_list = tuple(sg_list)
+        self.sg_list = sg_list
         self.remote_addr = remote_addr
         self.rkey = rkey
         self.imm_data = imm_data
@@ -160,8 +160,23 @@ class SendWR:
         self.swap = swap
         self.signaled = signaled
         self.inline = inline
-        #: Total payload length (sum of the SGEs), kept so engines need not re-add it.
-        self.length = sum(s.length for s in self.sg_list)
+
+    @property
+    def sg_list(self) -> tuple[SGE, ...]:
+        return self._sg_list
+
+    @sg_list.setter
+    def sg_list(self, sges: list[SGE] | tuple[SGE, ...]) -> None:
+        """Setting the SGE list also sets ``length``, the payload the engines move."""
+        self._sg_list = tuple(sges)
+        self.length = sum(s.length for s in self._sg_list)
+
+    def copy(self) -> SendWR:
+        """A snapshot, as ``ibv_post_send`` copies the request into the send queue."""
+        new = object.__new__(SendWR)
+        for name in SendWR.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
 
     def __repr__(self) -> str:
         return (

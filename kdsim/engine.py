@@ -106,11 +106,16 @@ class SimEngine:
         self._states = {r.name: RoleState(r.name, r.host) for r in roles}
         results: dict[str, Any] = {}
         procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
-        env.run(until=until_ns)
+        workers = [procs[r.name] for r in roles if not r.daemon]
+        if until_ns is None and workers and len(workers) < len(procs):
+            env.run(until=simpy.AllOf(env, workers))  # daemons (servers) are stopped with the last worker
+        else:
+            env.run(until=until_ns)
         for name, proc in procs.items():
             if proc.triggered and not proc.ok:  # pragma: no cover - SimPy re-raises first
                 raise SimulationError(f"role {name!r} failed: {proc.value}")
-        stuck = [s for s in self._states.values() if not s.done]
+        daemons = {r.name for r in roles if r.daemon}
+        stuck = [s for s in self._states.values() if not s.done and s.name not in daemons]
         if stuck and until_ns is None:
             detail = ", ".join(f"{s.name} waiting for {s.waiting_for or 'nothing'}" for s in stuck)
             raise SimulationError(f"deadlock: no events left but roles have not finished: {detail}")
@@ -150,7 +155,7 @@ class SimEngine:
             except (VerbsError, ValueError, KeyError) as err:
                 exc = err
                 continue
-            if type(value) is _Block:
+            while type(value) is _Block:  # resume may decide to wait again (a spurious wake-up)
                 block: _Block = value
                 st.waiting_for = block.what
                 yield block.event
@@ -452,7 +457,10 @@ class SimEngine:
             ok, item = self.sync.take(q, self.env.now)
             if ok:
                 self.sync.released(q, self.env.now)
-            return item
+                return item
+            if op.timeout_ns is None:  # another thread took it first: wait again
+                return self._queue_get(op, st)
+            return None
 
         block = self._block(st, f"an item in queue {op.queue!r}", resume)
         q.getters.append(block.waiter)

@@ -46,8 +46,10 @@ class SyncLayer:
     def put(self, q: SimQueue, item: Any, when: float) -> None:
         heapq.heappush(q.items, (when, next(self.seq), item))
         q.high_water = max(q.high_water, len(q.items))
-        for waiter in q.getters:
-            waiter.wake_at(self.env, when)
+        for waiter in q.getters:  # one item wakes one idle getter, not the whole pool
+            if waiter.due == float("inf"):
+                waiter.wake_at(self.env, when)
+                break
 
     @staticmethod
     def take(q: SimQueue, now: float) -> tuple[bool, Any]:

@@ -118,6 +118,7 @@ class RcTransport:
 
     def post(self, qp: SimQp, wr: SendWR, at_nic: float) -> None:
         """A WQE reached the NIC at ``at_nic``: send it, or hold it behind READs."""
+        wr = wr.copy()  # the WQE is a copy: the caller may reuse and change its WR at once
         if qp.state is QpState.ERROR or at_nic >= qp.error_at:
             self._complete(qp, wr, WcStatus.WR_FLUSH_ERR, max(at_nic, qp.error_at), 0)
             return

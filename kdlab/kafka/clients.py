@@ -1,0 +1,78 @@
+"""Kafka's clients over TCP: a producer with batches in flight, and a fetching consumer.
+
+Both return what they measured: per-batch ack latencies, per-batch end-to-end
+latencies, and what they delivered (producer id and base sequence of every batch),
+so that the run can check that every record arrived exactly once and in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from kdlab.kafka.apache import FETCH_REQUEST_BYTES, PRODUCE_REQUEST_OVERHEAD, Fetch, Produce
+from kdlab.kafka.batches import BatchFactory, check_batch
+from kdlab.kafka.params import KafkaParams
+from kdlab.ops import Clock, Compute, Sleep, TcpConnect, TcpRecv, TcpSend
+from kdlab.program import DatapathError
+
+
+def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
+    """Send ``records_per_producer`` records in full batches, ``max_in_flight`` at a time."""
+    conn = yield TcpConnect(service)
+    factory = BatchFactory(p.records_per_batch, p.record_bytes)
+    n_batches = -(-p.records_per_producer // factory.records)
+    in_flight: deque[float] = deque()
+    acks_ns: list[float] = []
+    t_first = yield Clock()
+    for seq in range(n_batches):
+        while len(in_flight) >= p.max_in_flight and p.acks != 0:
+            yield from _await_ack(conn, in_flight, acks_ns)
+        if p.linger_ms:
+            yield Sleep(p.linger_ms * 1e6)
+        t = yield Clock()
+        yield Compute("copy", factory.size)  # records into the accumulator's batch
+        yield Compute("crc32c", factory.size)  # the batch CRC
+        data = factory.make(pid, seq * factory.records, int(t))
+        yield TcpSend(conn, Produce(partition, data, factory.records, p.acks), factory.size + PRODUCE_REQUEST_OVERHEAD)
+        in_flight.append(t)
+    while in_flight and p.acks != 0:
+        yield from _await_ack(conn, in_flight, acks_ns)
+    t_last = yield Clock()
+    return {"records": n_batches * factory.records, "bytes": n_batches * factory.size, "t_first_ns": t_first,
+            "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
+
+
+def _await_ack(conn: Any, in_flight: deque[float], acks_ns: list[float]) -> Any:
+    _, ack = yield TcpRecv(conn)
+    if ack.error:
+        raise DatapathError(f"produce failed: {ack.error}")
+    now = yield Clock()
+    acks_ns.append(now - in_flight.popleft())
+
+
+def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int) -> Any:
+    """Fetch from offset 0 until ``expected_records`` records were delivered."""
+    conn = yield TcpConnect(service)
+    offset, got = 0, 0
+    delivered: list[tuple[int, int, int]] = []
+    e2e_ns: list[float] = []
+    fetch_ns: list[float] = []
+    max_wait = p.fetch_max_wait_ms * 1e6
+    while got < expected_records:
+        t0 = yield Clock()
+        yield TcpSend(conn, Fetch(partition, offset, p.fetch_bytes, p.fetch_min_bytes, max_wait), FETCH_REQUEST_BYTES)
+        _, reply = yield TcpRecv(conn)
+        now = yield Clock()
+        fetch_ns.append(now - t0)
+        for data in reply.batches:
+            yield Compute("crc32c", len(data))  # the consumer checks every batch
+            yield Compute("copy", len(data))  # and deserialises it for the application
+            info = check_batch(data)
+            if info is None:
+                raise DatapathError("consumer received a partial batch")
+            delivered.append((info.producer_id, info.base_sequence, info.records))
+            e2e_ns.append(now - info.timestamp)
+            offset += info.records
+            got += info.records
+    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns}

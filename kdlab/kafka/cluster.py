@@ -1,0 +1,93 @@
+"""Build the roles of one Kafka run: brokers, replicas, producers and consumers.
+
+Hosts: brokers ``b0..``, producers ``p0..``, consumers ``c0..``, each on its own host.
+Partition ``q`` is led by broker ``q mod brokers`` and replicated on the next
+``replication_factor - 1`` brokers; producer ``i`` writes partition ``i mod
+partitions``, consumer ``j`` reads partition ``j mod partitions`` from offset 0.
+"""
+
+from __future__ import annotations
+
+from kdlab.kafka import apache, clients
+from kdlab.kafka.log import PartitionLog
+from kdlab.kafka.params import KafkaParams
+from kdlab.program import Role
+
+
+def brokers(p: KafkaParams) -> list[str]:
+    return [f"b{i}" for i in range(max(1, p.replication_factor))]
+
+
+def replicas(p: KafkaParams, partition: int) -> tuple[str, ...]:
+    names = brokers(p)
+    lead = partition % len(names)
+    return tuple(names[(lead + k) % len(names)] for k in range(p.replication_factor))
+
+
+def expected_records(p: KafkaParams, partition: int) -> int:
+    per = p.records_per_batch
+    return apache.producers_of(p, partition) * (-(-p.records_per_producer // per) * per)
+
+
+def build(p: KafkaParams) -> list[Role]:
+    if p.system == "kafka":
+        return _apache_roles(p)
+    if p.system == "kafkadirect":
+        from kdlab.kafka.direct import roles as kd_roles
+
+        return kd_roles(p)
+    from kdlab.kafka.osu import roles as osu_roles
+
+    return osu_roles(p)
+
+
+def _apache_roles(p: KafkaParams) -> list[Role]:
+    names = brokers(p)
+    states = {
+        b: apache.BrokerState(
+            b,
+            logs={
+                q: PartitionLog(q, p.segment_bytes, replicas(p, q)) for q in range(p.partitions) if b in replicas(p, q)
+            },
+            isr_size={q: p.replication_factor for q in range(p.partitions)},
+        )
+        for b in names
+    }
+    clients_per_net: dict[tuple[str, int], int] = {}
+    roles: list[Role] = []
+
+    def connect(leader: str, key: int) -> str:
+        net = key % p.network_threads
+        clients_per_net[leader, net] = clients_per_net.get((leader, net), 0) + 1
+        return f"{leader}.net{net}"
+
+    for i in range(p.producers):
+        q = i % p.partitions
+        service = connect(replicas(p, q)[0], i)
+        roles.append(
+            Role(f"producer{i}", f"p{i}", clients.producer, {"p": p, "pid": i, "partition": q, "service": service})
+        )
+    for j in range(p.consumers):
+        q = j % p.partitions
+        service = connect(replicas(p, q)[0], p.producers + j)
+        args = {"p": p, "cid": j, "partition": q, "service": service, "expected_records": expected_records(p, q)}
+        roles.append(Role(f"consumer{j}", f"c{j}", clients.consumer, args))
+    for follower in names:
+        by_leader: dict[str, list[int]] = {}
+        for q in range(p.partitions):
+            reps = replicas(p, q)
+            if follower in reps[1:]:
+                by_leader.setdefault(reps[0], []).append(q)
+        for leader, parts in sorted(by_leader.items()):
+            connect(leader, 0)
+            args = {"p": p, "state": states[follower], "leader": leader, "partitions": parts, "net": 0}
+            roles.append(Role(f"{follower}.fetcher.{leader}", follower, apache.replica_fetcher, args))
+    for b in names:
+        st = states[b]
+        for i in range(p.network_threads):
+            args = {"p": p, "state": st, "index": i, "clients": clients_per_net.get((b, i), 0)}
+            roles.append(Role(f"{b}.network{i}", b, apache.network_thread, args, daemon=True))
+        for i in range(p.io_threads):
+            roles.append(Role(f"{b}.io{i}", b, apache.io_thread, {"p": p, "state": st}, daemon=True))
+        roles.append(Role(f"{b}.purgatory", b, apache.purgatory, {"p": p, "state": st}, daemon=True))
+    return roles

@@ -1,0 +1,418 @@
+"""KafkaDirect: RDMA produce, broker commit and slot-based consume (Taranov et al., SIGMOD'22).
+
+* Control plane over TCP: a client asks a broker for a partition's segment (virtual
+  address, rkey, position), a new segment when one is full, or its metadata slot.
+* Exclusive produce: the producer keeps the write position; each batch is one
+  WRITE_WITH_IMM (immediate = segment id) from its registered buffer into the
+  segment. Shared produce: an 8-byte FETCH_AND_ADD on the segment's produce slot
+  reserves the bytes first (one reservation outstanding per producer), then the write.
+* Broker commit, on the handler thread that owns the segment (hashed by segment id):
+  read and CRC-check the batch in place (a torn or unwritten batch is never
+  committed), assign offsets by rewriting ``baseOffset``, advance the log end, update
+  the consumers' slots with plain stores, and ack the producer with a zero-length
+  WRITE_WITH_IMM.
+* Consume: a consumer RDMA-READs its 40-byte slot at most every ``slot_poll_us``
+  while it is caught up, then READs ``min(known high-watermark position - position,
+  fetch size)`` bytes into its registered cache and hands up whole batches only. The
+  no-slot variant asks the broker over TCP at every catch-up instead.
+
+Replication factor 1 only for now (push replication is the next step); a run with
+more replicas is rejected by :func:`roles`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdlab.kafka.batches import BatchFactory, check_batch
+from kdlab.kafka.log import PartitionLog, Segment
+from kdlab.kafka.params import KafkaParams
+from kdlab.ops import (
+    Clock,
+    Compute,
+    ConnectQp,
+    CreateCq,
+    CreateQp,
+    Lookup,
+    PostRecv,
+    PostSend,
+    Publish,
+    QueueGet,
+    QueuePut,
+    ReadMem,
+    RegMr,
+    Sleep,
+    TcpAccept,
+    TcpConnect,
+    TcpListen,
+    TcpRecv,
+    TcpSend,
+    WaitCq,
+    WriteMem,
+)
+from kdlab.program import DatapathError, Role
+from kdlab.verbs import ATOMIC_BYTES, Opcode, QpCap, RecvWR, SendWR
+
+SLOT_BYTES = 40  # written pos, HW pos, last-stable pos, HW offset, last-stable offset
+_SLOT = struct.Struct("<qqqqq")
+_OFFSET = struct.Struct(">q")
+CTL_BYTES = 64  # a control-plane request or answer on the wire
+QP_DEPTH = 256
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    partition: int
+    seg_id: int
+    addr: int
+    rkey: int
+    capacity: int
+    position: int
+    slot_addr: int = 0  # shared produce: the segment's produce slot
+    slot_rkey: int = 0
+
+
+@dataclass
+class KdBroker:
+    """What the threads of one KafkaDirect broker share."""
+
+    name: str
+    p: KafkaParams
+    logs: dict[int, PartitionLog]
+    producer_qp: dict[int, Any] = field(default_factory=dict)  # producer id -> QP handle
+    ack_target: dict[int, Any] = field(default_factory=dict)  # producer id -> its ack MR (remote)
+    qp_by_num: dict[int, Any] = field(default_factory=dict)
+    slot_mr: Any = None
+    slot_of: dict[int, list[int]] = field(default_factory=dict)  # partition -> consumer slot indexes
+    reading: dict[int, int] = field(default_factory=dict)  # consumer slot -> segment it reads
+    produce_slots: Any = None
+    send_cq: Any = None
+    commits: int = 0
+
+
+# --- broker ---------------------------------------------------------------------------
+
+
+def _new_segment(state: KdBroker, log: PartitionLog) -> Any:
+    seg = log.roll() if log.active.mr is not None else log.active
+    seg.mr = yield RegMr(seg.capacity, path=f"{state.name}/p{log.partition}/{seg.base_offset:020d}.log")
+    if state.produce_slots is not None:
+        yield WriteMem(state.produce_slots, 8 * log.partition, _OFFSET.pack(0))
+    return seg
+
+
+def _info(state: KdBroker, log: PartitionLog, seg: Segment) -> SegmentInfo:
+    slots = state.produce_slots
+    return SegmentInfo(
+        log.partition, seg.seg_id, seg.mr.addr, seg.mr.rkey, seg.capacity, seg.position,
+        slots.addr + 8 * log.partition if slots else 0, slots.rkey if slots else 0,
+    )  # fmt: skip
+
+
+def control_plane(state: KdBroker, clients: int) -> Any:
+    """TCP control plane: segment addresses, new segments, slots, positions."""
+    listener = yield TcpListen(f"{state.name}.ctl")
+    conns = []
+    for _ in range(clients):
+        conns.append((yield TcpAccept(listener)))
+    while True:
+        conn, (kind, *args) = yield TcpRecv(conns)
+        yield Compute("request")
+        if kind == "segment":
+            log = state.logs[args[0]]
+            answer = _info(state, log, log.active)
+        elif kind == "new_segment":  # (partition, full segment, the position that did not fit)
+            log = state.logs[args[0]]
+            old = log.segment(args[1])
+            old.final = args[2] if old.final is None else min(old.final, args[2])
+            if log.active.seg_id == args[1]:  # the first to find it full rolls it
+                yield from _new_segment(state, log)
+            yield from _maybe_seal(state, log, old)
+            answer = _info(state, log, log.active)
+        elif kind in ("first_segment", "next_segment"):  # (partition, consumer, segment read so far)
+            log = state.logs[args[0]]
+            later = [s for s in log.segments if kind == "first_segment" or s.seg_id > args[2]]
+            answer = None
+            if later:
+                state.reading[args[1]] = later[0].seg_id  # its slot now describes this segment
+                yield WriteMem(state.slot_mr, args[1] * SLOT_BYTES, _SLOT.pack(*_slot_values(log, later[0])))
+                answer = _info(state, log, later[0])
+        elif kind == "slot":
+            answer = (state.slot_mr.addr + args[0] * SLOT_BYTES, state.slot_mr.rkey)
+        else:  # "position": the no-slot consumer's catch-up request
+            log = state.logs[args[0]]
+            answer = _slot_values(log, log.segment(args[1]))
+        yield TcpSend(conn, answer, CTL_BYTES)
+
+
+def _maybe_seal(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
+    """A rolled segment is sealed once every batch that fit in it is committed."""
+    if seg.final is not None and not seg.sealed and seg.position >= seg.final:
+        seg.sealed = True
+        yield from _update_slots(state, log, seg)
+
+
+def _slot_values(log: PartitionLog, seg: Segment) -> tuple[int, int, int, int, int]:
+    pos = -seg.position if seg.sealed else seg.position
+    return (pos, seg.position, seg.position, log.hw, log.hw)
+
+
+def _update_slots(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
+    """Plain stores into the slots of the partition's consumers (the segment just committed to)."""
+    values = _SLOT.pack(*_slot_values(log, seg))
+    for index in state.slot_of.get(log.partition, []):
+        if state.reading.get(index) == seg.seg_id:
+            yield WriteMem(state.slot_mr, index * SLOT_BYTES, values)
+
+
+def rdma_thread(state: KdBroker, producers: list[tuple[int, str]]) -> Any:
+    """Set up a QP per producer, then turn receive completions into commit requests."""
+    p = state.p
+    state.send_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
+    recv_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
+    state.slot_mr = yield RegMr(max(1, p.consumers) * SLOT_BYTES)
+    if p.produce_mode == "shared":
+        state.produce_slots = yield RegMr(8 * max(1, p.partitions))
+    for log in state.logs.values():
+        yield from _new_segment(state, log)
+    recv = RecvWR(0, [])
+    for pid, host_role in producers:
+        qp = yield CreateQp(state.send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+        state.producer_qp[pid] = qp
+        state.qp_by_num[qp.qp_num] = qp
+        yield Publish(f"kd.{state.name}.{host_role}", qp.endpoint())
+        ep, ack_target = yield Lookup(f"kd.{host_role}.{state.name}")
+        state.ack_target[pid] = ack_target
+        yield ConnectQp(qp, ep)
+        yield PostRecv(qp, [recv] * QP_DEPTH)
+    yield Publish(f"kd.{state.name}.ready", True)
+    handlers = p.handler_threads
+    while True:
+        for wc in (yield WaitCq(recv_cq, 64)):
+            if not wc.ok:
+                raise DatapathError(f"broker {state.name}: receive failed: {wc}")
+            yield PostRecv(state.qp_by_num[wc.qp_num], recv)
+            yield QueuePut(f"{state.name}.h{wc.imm_data % handlers}", wc.imm_data)
+
+
+def handler_thread(state: KdBroker, index: int) -> Any:
+    """Commit the batches that landed in this thread's segments, in position order."""
+    queue = f"{state.name}.h{index}"
+    ack = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
+    while True:
+        seg_id = yield QueueGet(queue)
+        log = state.logs[seg_id // 1_000_000]
+        seg = log.segment(seg_id)
+        while seg.position + 12 <= seg.capacity:
+            head = yield ReadMem(seg.mr, seg.position, 12)
+            length = int.from_bytes(head[8:12], "big", signed=True)
+            if length <= 0 or seg.position + 12 + length > seg.capacity:
+                break
+            data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the CRC pass reads every byte
+            info = check_batch(data)
+            if info is None:
+                break
+            yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
+            log.append(info.size, info.records, seg=seg)
+            log.hw = log.leo  # replication factor 1
+            state.commits += 1
+            yield from _maybe_seal(state, log, seg)
+            yield from _update_slots(state, log, seg)
+            target = state.ack_target[info.producer_id]
+            ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg_id
+            yield PostSend(state.producer_qp[info.producer_id], ack)
+
+
+# --- producer ---------------------------------------------------------------------------
+
+
+def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
+    """Write batches straight into the leader's segment; shared mode reserves first."""
+    me = f"producer{pid}"
+    ctl = yield TcpConnect(f"{leader}.ctl")
+    yield TcpSend(ctl, ("segment", partition), CTL_BYTES)
+    _, seg = yield TcpRecv(ctl)
+    factory = BatchFactory(p.records_per_batch, p.record_bytes)
+    size = factory.size
+    ring = max(1, p.max_in_flight)
+    buf = yield RegMr(ring * size + ATOMIC_BYTES)
+    ack_mr = yield RegMr(ATOMIC_BYTES)
+    send_cq = yield CreateCq(QP_DEPTH)
+    recv_cq = yield CreateCq(QP_DEPTH)
+    qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+    yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), ack_mr.remote()))
+    yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
+    recv = RecvWR(0, [])
+    yield PostRecv(qp, [recv] * QP_DEPTH)
+    yield Lookup(f"kd.{leader}.ready")
+    shared = p.produce_mode == "shared"
+    faa = SendWR(1, Opcode.ATOMIC_FETCH_AND_ADD, [buf.sge(ring * size, ATOMIC_BYTES)], compare_add=size)
+    write = SendWR(2, Opcode.RDMA_WRITE_WITH_IMM, [buf.sge(0, size)], signaled=False)
+    n_batches = -(-p.records_per_producer // factory.records)
+    in_flight: deque[float] = deque()
+    acks_ns: list[float] = []
+    t_first = yield Clock()
+    pos = seg.position
+    for b in range(n_batches):
+        while len(in_flight) >= p.max_in_flight:
+            yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
+        t = yield Clock()
+        yield Compute("crc32c", size)
+        slot = b % ring
+        yield WriteMem(buf, slot * size, factory.make(pid, b * factory.records, int(t)))  # build in place
+        while True:
+            if shared:
+                faa.remote_addr, faa.rkey = seg.slot_addr, seg.slot_rkey
+                yield PostSend(qp, faa)
+                done = yield WaitCq(send_cq, 1)
+                if not done[0].ok:
+                    raise DatapathError(f"{me}: reservation failed: {done[0]}")
+                old = int.from_bytes((yield ReadMem(buf, ring * size, ATOMIC_BYTES)), "little")
+                pos = old & ((1 << 40) - 1)  # low 40 bits: the byte offset reserved
+            if pos + size <= seg.capacity:
+                break
+            yield TcpSend(ctl, ("new_segment", partition, seg.seg_id, pos), CTL_BYTES)  # segment full
+            _, seg = yield TcpRecv(ctl)
+            pos = seg.position
+        write.sg_list = (buf.sge(slot * size, size),)
+        write.remote_addr, write.rkey, write.imm_data = seg.addr + pos, seg.rkey, seg.seg_id
+        yield PostSend(qp, write)
+        pos += size
+        in_flight.append(t)
+    while in_flight:
+        yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
+    t_last = yield Clock()
+    return {"records": n_batches * factory.records, "bytes": n_batches * size, "t_first_ns": t_first,
+            "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
+
+
+def _await_ack(recv_cq: Any, qp: Any, recv: RecvWR, in_flight: deque[float], acks_ns: list[float]) -> Any:
+    for wc in (yield WaitCq(recv_cq, 1)):
+        if not wc.ok or (wc.imm_data is not None and wc.imm_data >= 1 << 31):
+            raise DatapathError(f"produce failed: {wc}")
+        yield PostRecv(qp, recv)
+        now = yield Clock()
+        acks_ns.append(now - in_flight.popleft())
+
+
+# --- consumer ---------------------------------------------------------------------------
+
+
+def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_records: int) -> Any:
+    """Poll the slot, READ what the high watermark allows, hand up whole batches."""
+    me = f"consumer{cid}"
+    ctl = yield TcpConnect(f"{leader}.ctl")
+    yield TcpSend(ctl, ("first_segment", partition, cid, -1), CTL_BYTES)
+    _, seg = yield TcpRecv(ctl)
+    yield TcpSend(ctl, ("slot", cid), CTL_BYTES)
+    _, (slot_addr, slot_rkey) = yield TcpRecv(ctl)
+    cache = yield RegMr(p.fetch_bytes + SLOT_BYTES)
+    cq = yield CreateCq(QP_DEPTH)
+    qp = yield CreateQp(cq, cq, QpCap(QP_DEPTH, 1))
+    yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), cache.remote()))
+    yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
+    yield Lookup(f"kd.{leader}.ready")
+    slot_read = SendWR(1, Opcode.RDMA_READ, [cache.sge(p.fetch_bytes, SLOT_BYTES)], remote_addr=slot_addr,
+                       rkey=slot_rkey)  # fmt: skip
+    data_read = SendWR(2, Opcode.RDMA_READ, [cache.sge(0, 0)])
+    read_pos, known_end, sealed = 0, 0, False
+    got, delivered, e2e_ns, fetch_ns = 0, [], [], []
+    first_poll = True
+    while got < expected_records:
+        if read_pos >= known_end:
+            if sealed:  # segment sealed and fully read: the next one, over TCP
+                yield TcpSend(ctl, ("next_segment", partition, cid, seg.seg_id), CTL_BYTES)
+                _, nxt = yield TcpRecv(ctl)
+                if nxt is not None:
+                    seg, read_pos, known_end, sealed = nxt, 0, 0, False
+                continue
+            if not first_poll:
+                yield Sleep(p.slot_poll_us * 1e3)
+            first_poll = False
+            if p.slots:
+                yield PostSend(qp, slot_read)
+                _check((yield WaitCq(cq, 1)))
+                written, hw_pos, *_ = _SLOT.unpack((yield ReadMem(cache, p.fetch_bytes, SLOT_BYTES)))
+            else:
+                yield TcpSend(ctl, ("position", partition, seg.seg_id), CTL_BYTES)
+                _, (written, hw_pos, *_) = yield TcpRecv(ctl)
+            sealed = written < 0
+            known_end = hw_pos
+            continue
+        n = min(known_end - read_pos, p.fetch_bytes)
+        t0 = yield Clock()
+        data_read.sg_list = (cache.sge(0, n),)
+        data_read.remote_addr, data_read.rkey = seg.addr + read_pos, seg.rkey
+        yield PostSend(qp, data_read)
+        _check((yield WaitCq(cq, 1)))
+        now = yield Clock()
+        fetch_ns.append(now - t0)
+        data = yield ReadMem(cache, 0, n)
+        pos = 0
+        while (info := check_batch(data, pos)) is not None:
+            yield Compute("copy", info.size)  # the one copy to the application
+            delivered.append((info.producer_id, info.base_sequence, info.records))
+            e2e_ns.append(now - info.timestamp)
+            got += info.records
+            pos += info.size
+        if pos == 0:
+            raise DatapathError(
+                f"{me}: a read of {n} B at {read_pos} of segment {seg.seg_id} (slot end {known_end}) held no whole"
+                f" batch: {bytes(data[:16]).hex()}"
+            )
+        read_pos += pos
+    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns}
+
+
+def _check(wcs: list) -> None:
+    for wc in wcs:
+        if not wc.ok:
+            raise DatapathError(f"consumer: RDMA read failed: {wc}")
+
+
+# --- wiring -------------------------------------------------------------------------------
+
+
+def roles(p: KafkaParams) -> list[Role]:
+    from kdlab.kafka.cluster import brokers, expected_records, replicas
+
+    if p.replication_factor != 1:
+        raise ValueError("kafkadirect: replication_factor > 1 (push replication) is not modelled yet")
+    states = {
+        b: KdBroker(
+            b,
+            p,
+            {
+                q: PartitionLog(q, p.segment_bytes, replicas(p, q))
+                for q in range(p.partitions)
+                if replicas(p, q)[0] == b
+            },
+        )
+        for b in brokers(p)
+    }
+    out: list[Role] = []
+    producers: dict[str, list[tuple[int, str]]] = {b: [] for b in states}
+    clients: dict[str, int] = dict.fromkeys(states, 0)
+    for i in range(p.producers):
+        q = i % p.partitions
+        leader = replicas(p, q)[0]
+        producers[leader].append((i, f"producer{i}"))
+        clients[leader] += 1
+        out.append(Role(f"producer{i}", f"p{i}", producer, {"p": p, "pid": i, "partition": q, "leader": leader}))
+    for j in range(p.consumers):
+        q = j % p.partitions
+        leader = replicas(p, q)[0]
+        states[leader].slot_of.setdefault(q, []).append(j)
+        clients[leader] += 1
+        args = {"p": p, "cid": j, "partition": q, "leader": leader, "expected_records": expected_records(p, q)}
+        out.append(Role(f"consumer{j}", f"c{j}", consumer, args))
+        producers[leader].append((-1 - j, f"consumer{j}"))  # a QP for the consumer's reads
+    for b, st in states.items():
+        out.append(Role(f"{b}.rdma0", b, rdma_thread, {"state": st, "producers": producers[b]}, daemon=True))
+        out.append(Role(f"{b}.control", b, control_plane, {"state": st, "clients": clients[b]}, daemon=True))
+        for i in range(p.handler_threads):
+            out.append(Role(f"{b}.handler{i}", b, handler_thread, {"state": st, "index": i}, daemon=True))
+    return out

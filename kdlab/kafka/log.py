@@ -1,0 +1,115 @@
+"""A partition's log as its replicas keep it: segments, offsets, high watermark, ISR.
+
+Engine-neutral state shared by the threads of one broker. It holds the batches'
+bytes (Kafka over TCP keeps them here; KafkaDirect keeps them in registered segment
+memory and records only positions here) and answers "what may a fetch of offset X
+return": up to the high watermark for consumers, up to the log end for followers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Segment:
+    """A preallocated segment: ``capacity`` bytes, ``position`` of them committed."""
+
+    seg_id: int
+    base_offset: int
+    capacity: int
+    position: int = 0
+    sealed: bool = False
+    mr: Any = None  # KafkaDirect: the registered memory region holding the segment
+    final: int | None = None  # KafkaDirect: rolled; sealed once committed up to here
+
+
+@dataclass
+class Entry:
+    """One appended batch: offsets, where it lies, and (TCP path) its bytes."""
+
+    base_offset: int
+    last_offset: int
+    seg_id: int
+    position: int
+    size: int
+    data: bytes | None = None
+
+
+@dataclass
+class PartitionLog:
+    """One replica of one partition."""
+
+    partition: int
+    segment_bytes: int
+    replicas: tuple[str, ...] = ()
+    segments: list[Segment] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    leo: int = 0  # log end offset: next offset to assign
+    hw: int = 0  # high watermark
+    follower_leo: dict[str, int] = field(default_factory=dict)
+    next_seg_id: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            self.roll()
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    def roll(self) -> Segment:
+        """Start a new active segment at the log end (sealing the old one is the caller's call)."""
+        seg = Segment(self.partition * 1_000_000 + self.next_seg_id, self.leo, self.segment_bytes)
+        self.next_seg_id += 1
+        self.segments.append(seg)
+        return seg
+
+    def segment(self, seg_id: int) -> Segment:
+        for seg in reversed(self.segments):
+            if seg.seg_id == seg_id:
+                return seg
+        raise KeyError(f"partition {self.partition} has no segment {seg_id}")
+
+    def append(self, size: int, records: int, data: bytes | None = None, seg: Segment | None = None) -> Entry:
+        """Append a batch at the active segment's end (rolling if it does not fit)."""
+        if size > self.segment_bytes:
+            raise ValueError(f"a {size} B batch does not fit a {self.segment_bytes} B segment")
+        if seg is None:
+            seg = self.active
+            if seg.position + size > seg.capacity:
+                seg = self.roll()
+        entry = Entry(self.leo, self.leo + records - 1, seg.seg_id, seg.position, size, data)
+        seg.position += size
+        self.leo += records
+        self.entries.append(entry)
+        return entry
+
+    def advance_hw(self, isr_size: int) -> bool:
+        """Move the high watermark to the lowest log end of the in-sync replicas."""
+        followers = sorted(self.follower_leo.values(), reverse=True)[: max(0, isr_size - 1)]
+        if len(followers) < isr_size - 1:
+            return False
+        new = min([self.leo, *followers])
+        if new > self.hw:
+            self.hw = new
+            return True
+        return False
+
+    def read(self, offset: int, max_bytes: int, upto: int) -> list[Entry]:
+        """Whole batches from ``offset`` below offset ``upto``, at least one, at most ``max_bytes``."""
+        lo, hi = 0, len(self.entries)
+        while lo < hi:  # first entry whose last offset >= offset
+            mid = (lo + hi) // 2
+            if self.entries[mid].last_offset < offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        out, total = [], 0
+        for e in self.entries[lo:]:
+            if e.last_offset >= upto or (out and total + e.size > max_bytes):
+                break
+            out.append(e)
+            total += e.size
+        return out

@@ -1,0 +1,75 @@
+"""Parameters of a simulated Kafka cluster run, with Kafka's names and defaults.
+
+One model for every system (``kafka``, ``osu``, ``kafkadirect``); a parameter that a
+system does not use is ignored by it. Errors name the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdlab.kafka.records import batch_size_bytes
+
+SYSTEMS = ("kafka", "osu", "kafkadirect")
+
+
+class KafkaParams(BaseModel):
+    """A Kafka workload: cluster shape, client settings and how long to run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: Literal["kafka", "osu", "kafkadirect"]
+    produce_mode: Literal["exclusive", "shared"] = Field(
+        default="exclusive", description="KafkaDirect: one writer per segment, or FETCH_AND_ADD reservations"
+    )
+    record_bytes: int = Field(default=100, ge=1, le=16 * 1024 * 1024, description="value size of a record")
+    batch_bytes: int = Field(default=16384, ge=1, description="producer batch.size")
+    linger_ms: float = Field(default=0.0, ge=0, description="producer linger.ms")
+    acks: Literal[0, 1, -1] = Field(default=1, description="0, 1, or -1 for 'all'")
+    max_in_flight: int = Field(default=5, ge=1, le=100, description="max.in.flight.requests.per.connection")
+    producers: int = Field(default=1, ge=1, le=256)
+    partitions: int = Field(default=1, ge=1, le=1024, description="partitions of the topic")
+    replication_factor: int = Field(default=1, ge=1, le=8)
+    consumers: int = Field(default=0, ge=0, le=256)
+    records_per_producer: int = Field(default=20000, ge=1, le=10_000_000)
+    fetch_bytes: int = Field(default=1024 * 1024, ge=64, description="max.partition.fetch.bytes / RDMA read size")
+    fetch_min_bytes: int = Field(default=1, ge=1)
+    fetch_max_wait_ms: float = Field(default=500.0, ge=0)
+    slots: bool = Field(default=True, description="KafkaDirect consumers poll metadata slots (else TCP)")
+    slot_poll_us: float = Field(default=20.0, gt=0, description="KafkaDirect slotupdatetimeout")
+    max_rdma_batch: int = Field(default=2000, ge=64, description="KafkaDirect push replication maxrdmabatch")
+    segment_bytes: int = Field(default=1024 * 1024 * 1024, ge=4096, description="log.segment.bytes")
+    network_threads: int = Field(default=3, ge=1, le=64)
+    io_threads: int = Field(default=8, ge=1, le=256)
+    rdma_threads: int = Field(default=1, ge=1, le=64, description="KafkaDirect RDMA network threads")
+    handler_threads: int = Field(default=8, ge=1, le=256, description="KafkaDirect commit handler threads")
+    queued_max_requests: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaParams:
+        if self.batch_size < 1:
+            raise ValueError("batch_bytes: too small for one record")
+        if self.batch_size > self.segment_bytes:
+            raise ValueError(
+                f"record_bytes/batch_bytes: a batch of {self.batch_size} B does not fit a segment of "
+                f"{self.segment_bytes} B (segment_bytes must be >= the batch size)"
+            )
+        if self.partitions < self.producers and self.system == "kafkadirect" and self.produce_mode == "exclusive":
+            raise ValueError(
+                f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
+                "KafkaDirect producers (one writer per partition)"
+            )
+        return self
+
+    @property
+    def records_per_batch(self) -> int:
+        """Records a full batch holds (at least one, as Kafka sends an oversized record alone)."""
+        per = batch_size_bytes(1, None, self.record_bytes) - 61
+        return max(1, (self.batch_bytes - 61) // per)
+
+    @property
+    def batch_size(self) -> int:
+        """Bytes of one full batch on the wire and in the log."""
+        return batch_size_bytes(self.records_per_batch, None, self.record_bytes)
