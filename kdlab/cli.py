@@ -85,18 +85,26 @@ def reproduce(workers: int | None, results_dir: str, figures_dir: str, experimen
     paths = sorted(str(p) for p in Path(experiments_dir).glob("*.yaml"))
     specs = [s for s in _specs(tuple(paths), "sim") if s.main]
     checks = []
+    timings = []
     for spec in specs:
         t0 = time.perf_counter()
         df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet)
         render(df, spec, figures_dir)
         checks.append(check_references(df, spec))
-        click.echo(f"{spec.name}: {len(df)} rows in {time.perf_counter() - t0:.1f} s")
+        timings.append((spec.name, time.perf_counter() - t0))
+        click.echo(f"{spec.name}: {len(df)} rows in {timings[-1][1]:.1f} s")
     table = pd.concat([c for c in checks if len(c)], ignore_index=True) if checks else pd.DataFrame()
     if len(table):
         click.echo("\nPublished values vs simulation:")
         click.echo(table.drop(columns=["experiment"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         Path(results_dir).mkdir(exist_ok=True)
         table.to_csv(Path(results_dir) / "anchors.csv", index=False)
+    from kdlab.headline import headline, write_headline
+
+    head = headline(results_dir)
+    click.echo("\nKafkaDirect's claims vs the model (paper_figures/headline.md):")
+    click.echo(head.drop(columns=["source"]).to_string(index=False))
+    write_headline(head, results_dir, figures_dir)
 
 
 @main.command()

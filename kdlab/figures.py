@@ -119,16 +119,47 @@ FIGURES: dict[str, Callable[[pd.DataFrame, ExperimentSpec, Axes], None]] = {
 }
 
 
+def lines(df: pd.DataFrame, spec: ExperimentSpec, axes: list[Axes]) -> None:
+    """Generic line panels: each ``y`` metric against ``x``, a line per ``by`` group."""
+    fig_spec = spec.figure
+    assert not isinstance(fig_spec, str) and fig_spec is not None
+    for ax, metric in zip(axes, fig_spec.y, strict=True):
+        for label, g in _series(df, fig_spec.by):
+            g = g.sort_values(fig_spec.x)
+            ax.plot(g[fig_spec.x], g[metric], "-", marker="o", ms=3, label=label or metric)
+        _references(ax, spec, metric)
+        if fig_spec.logx:
+            ax.set_xscale("log", base=fig_spec.logx)
+            if fig_spec.x.endswith("bytes"):
+                ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
+                ax.tick_params(axis="x", labelrotation=45)
+        if fig_spec.logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(fig_spec.x)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7, loc="best")
+
+
 def render(df: pd.DataFrame, spec: ExperimentSpec, out_dir: str | Path = "paper_figures") -> list[Path]:
     """Draw the spec's figure from its rows; -> the PNG and PDF paths."""
     if not spec.figure:
         return []
+    if not isinstance(spec.figure, str):
+        n = len(spec.figure.y)
+        fig, axs = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+        lines(df, spec, list(axs[0]))
+        fig.suptitle(spec.description or spec.name, fontsize=10)
+        return _save(fig, spec, out_dir)
     if spec.figure not in FIGURES:
         raise ValueError(f"figure {spec.figure!r} unknown; known: {', '.join(FIGURES)}")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     FIGURES[spec.figure](df, spec, ax)
     ax.set_title(spec.description or spec.name, fontsize=10)
     ax.legend(fontsize=7, loc="best")
+    return _save(fig, spec, out_dir)
+
+
+def _save(fig: plt.Figure, spec: ExperimentSpec, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

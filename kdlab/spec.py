@@ -10,6 +10,8 @@ A spec names a workload, its base parameters, a sweep grid and seeds::
       size: {pow2: [2, 1048576]}
     seeds: [1]
 
+A sweep axis whose values are mappings sets several parameters at once (a *variant*,
+e.g. ``{variant: KD shared, system: kafkadirect, produce_mode: shared}``).
 Every error names the field and what it allows, e.g.
 ``experiments/x.yaml: params.size: must be >= 1 (got 0)``. Sweep keys may name a
 workload parameter (``size``) or a profile parameter (``profile.nic.qpc_cache_entries``).
@@ -81,6 +83,18 @@ class Reference(BaseModel):
     where: dict[str, Any] = Field(default_factory=dict)
 
 
+class FigureSpec(BaseModel):
+    """A line figure: ``y`` metrics (one panel each) against ``x``, one line per ``by``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["lines"] = "lines"
+    x: str
+    y: list[str] = Field(min_length=1)
+    by: list[str] = Field(default_factory=list)
+    logx: int | None = Field(default=2, description="log base of the x axis, or null for linear")
+    logy: bool = False
+
+
 class ExperimentSpec(BaseModel):
     """The validated form of an experiment file."""
 
@@ -95,7 +109,7 @@ class ExperimentSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, SweepAxis] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    figure: str | None = None
+    figure: str | FigureSpec | None = None
     references: list[Reference] = Field(default_factory=list)
     main: bool = Field(default=True, description="part of `kdlab reproduce`")
 
@@ -238,7 +252,10 @@ def expand(spec: ExperimentSpec) -> list[Point]:
         overrides: dict[str, float] = {}
         profile = spec.profile
         for (key, _), value in zip(axes, combo, strict=True):
-            if key == "profile":
+            if isinstance(value, dict):  # a variant: several parameters set together
+                params.update({k: v for k, v in value.items() if k != "profile"})
+                profile = value.get("profile", profile)
+            elif key == "profile":
                 profile = value
             elif key.startswith("profile."):
                 overrides[key.removeprefix("profile.")] = value

@@ -218,7 +218,8 @@ def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions:
     from kdlab.ops import TcpConnect
 
     conn = yield TcpConnect(f"{leader}.net{net}")
-    total = {q: p.records_per_producer * producers_of(p, q) for q in partitions}
+    per = p.records_per_batch
+    total = {q: -(-p.records_total // per) * per * producers_of(p, q) for q in partitions}
     while any(state.logs[q].leo < total[q] for q in partitions):
         for q in partitions:
             log = state.logs[q]

@@ -13,7 +13,7 @@ from typing import Any
 from kdlab.kafka.apache import FETCH_REQUEST_BYTES, PRODUCE_REQUEST_OVERHEAD, Fetch, Produce
 from kdlab.kafka.batches import BatchFactory, check_batch
 from kdlab.kafka.params import KafkaParams
-from kdlab.ops import Clock, Compute, Sleep, TcpConnect, TcpRecv, TcpSend
+from kdlab.ops import Clock, Compute, Lookup, Publish, Sleep, TcpConnect, TcpRecv, TcpSend
 from kdlab.program import DatapathError
 
 
@@ -21,7 +21,7 @@ def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
     """Send ``records_per_producer`` records in full batches, ``max_in_flight`` at a time."""
     conn = yield TcpConnect(service)
     factory = BatchFactory(p.records_per_batch, p.record_bytes)
-    n_batches = -(-p.records_per_producer // factory.records)
+    n_batches = -(-p.records_total // factory.records)
     in_flight: deque[float] = deque()
     acks_ns: list[float] = []
     t_first = yield Clock()
@@ -39,6 +39,7 @@ def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
     while in_flight and p.acks != 0:
         yield from _await_ack(conn, in_flight, acks_ns)
     t_last = yield Clock()
+    yield Publish(f"produced{pid}", True)
     return {"records": n_batches * factory.records, "bytes": n_batches * factory.size, "t_first_ns": t_first,
             "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
 
@@ -54,6 +55,8 @@ def _await_ack(conn: Any, in_flight: deque[float], acks_ns: list[float]) -> Any:
 def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int) -> Any:
     """Fetch from offset 0 until ``expected_records`` records were delivered."""
     conn = yield TcpConnect(service)
+    yield from wait_for_producers(p, partition)
+    t_first = yield Clock()
     offset, got = 0, 0
     delivered: list[tuple[int, int, int]] = []
     e2e_ns: list[float] = []
@@ -75,4 +78,14 @@ def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_re
             e2e_ns.append(now - info.timestamp)
             offset += info.records
             got += info.records
-    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns}
+    t_last = yield Clock()
+    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns,
+            "t_first_ns": t_first, "t_last_ns": t_last}  # fmt: skip
+
+
+def wait_for_producers(p: KafkaParams, partition: int) -> Any:
+    """With ``consume_after_produce``, wait until every producer of the partition is done."""
+    if p.consume_after_produce:
+        for i in range(p.producers):
+            if i % p.partitions == partition:
+                yield Lookup(f"produced{i}")

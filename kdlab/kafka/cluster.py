@@ -26,7 +26,7 @@ def replicas(p: KafkaParams, partition: int) -> tuple[str, ...]:
 
 def expected_records(p: KafkaParams, partition: int) -> int:
     per = p.records_per_batch
-    return apache.producers_of(p, partition) * (-(-p.records_per_producer // per) * per)
+    return apache.producers_of(p, partition) * (-(-p.records_total // per) * per)
 
 
 def build(p: KafkaParams) -> list[Role]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdlab.kafka.batches import BatchFactory, check_batch
+from kdlab.kafka.clients import wait_for_producers
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import (
@@ -61,6 +62,7 @@ _SLOT = struct.Struct("<qqqqq")
 _OFFSET = struct.Struct(">q")
 CTL_BYTES = 64  # a control-plane request or answer on the wire
 QP_DEPTH = 256
+PRODUCE_SLOTS = 512  # 4 KiB of 8-byte reservation counters, one per live segment
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class KdBroker:
     produce_slots: Any = None
     send_cq: Any = None
     commits: int = 0
+    seg_slot: dict[int, int] = field(default_factory=dict)  # segment id -> its produce slot index
 
 
 # --- broker ---------------------------------------------------------------------------
@@ -99,16 +102,19 @@ class KdBroker:
 def _new_segment(state: KdBroker, log: PartitionLog) -> Any:
     seg = log.roll() if log.active.mr is not None else log.active
     seg.mr = yield RegMr(seg.capacity, path=f"{state.name}/p{log.partition}/{seg.base_offset:020d}.log")
-    if state.produce_slots is not None:
-        yield WriteMem(state.produce_slots, 8 * log.partition, _OFFSET.pack(0))
+    if state.produce_slots is not None:  # every segment has its own reservation counter
+        index = len(state.seg_slot) % PRODUCE_SLOTS
+        state.seg_slot[seg.seg_id] = index
+        yield WriteMem(state.produce_slots, 8 * index, bytes(8))
     return seg
 
 
 def _info(state: KdBroker, log: PartitionLog, seg: Segment) -> SegmentInfo:
     slots = state.produce_slots
+    slot_addr = slots.addr + 8 * state.seg_slot[seg.seg_id] if slots else 0
     return SegmentInfo(
-        log.partition, seg.seg_id, seg.mr.addr, seg.mr.rkey, seg.capacity, seg.position,
-        slots.addr + 8 * log.partition if slots else 0, slots.rkey if slots else 0,
+        log.partition, seg.seg_id, seg.mr.addr, seg.mr.rkey, seg.capacity, seg.position, slot_addr,
+        slots.rkey if slots else 0,
     )  # fmt: skip
 
 
@@ -175,7 +181,7 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int, str]]) -> Any:
     recv_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
     state.slot_mr = yield RegMr(max(1, p.consumers) * SLOT_BYTES)
     if p.produce_mode == "shared":
-        state.produce_slots = yield RegMr(8 * max(1, p.partitions))
+        state.produce_slots = yield RegMr(8 * PRODUCE_SLOTS)
     for log in state.logs.values():
         yield from _new_segment(state, log)
     recv = RecvWR(0, [])
@@ -251,7 +257,7 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
     shared = p.produce_mode == "shared"
     faa = SendWR(1, Opcode.ATOMIC_FETCH_AND_ADD, [buf.sge(ring * size, ATOMIC_BYTES)], compare_add=size)
     write = SendWR(2, Opcode.RDMA_WRITE_WITH_IMM, [buf.sge(0, size)], signaled=False)
-    n_batches = -(-p.records_per_producer // factory.records)
+    n_batches = -(-p.records_total // factory.records)
     in_flight: deque[float] = deque()
     acks_ns: list[float] = []
     t_first = yield Clock()
@@ -285,6 +291,7 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
     while in_flight:
         yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
     t_last = yield Clock()
+    yield Publish(f"produced{pid}", True)
     return {"records": n_batches * factory.records, "bytes": n_batches * size, "t_first_ns": t_first,
             "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
 
@@ -309,13 +316,16 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
     _, seg = yield TcpRecv(ctl)
     yield TcpSend(ctl, ("slot", cid), CTL_BYTES)
     _, (slot_addr, slot_rkey) = yield TcpRecv(ctl)
-    cache = yield RegMr(p.fetch_bytes + SLOT_BYTES)
+    window = max(p.fetch_bytes, p.batch_size)  # a read always covers at least one whole batch
+    cache = yield RegMr(window + SLOT_BYTES)
     cq = yield CreateCq(QP_DEPTH)
     qp = yield CreateQp(cq, cq, QpCap(QP_DEPTH, 1))
     yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), cache.remote()))
     yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
     yield Lookup(f"kd.{leader}.ready")
-    slot_read = SendWR(1, Opcode.RDMA_READ, [cache.sge(p.fetch_bytes, SLOT_BYTES)], remote_addr=slot_addr,
+    yield from wait_for_producers(p, partition)
+    t_first = yield Clock()
+    slot_read = SendWR(1, Opcode.RDMA_READ, [cache.sge(window, SLOT_BYTES)], remote_addr=slot_addr,
                        rkey=slot_rkey)  # fmt: skip
     data_read = SendWR(2, Opcode.RDMA_READ, [cache.sge(0, 0)])
     read_pos, known_end, sealed = 0, 0, False
@@ -335,14 +345,15 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
             if p.slots:
                 yield PostSend(qp, slot_read)
                 _check((yield WaitCq(cq, 1)))
-                written, hw_pos, *_ = _SLOT.unpack((yield ReadMem(cache, p.fetch_bytes, SLOT_BYTES)))
+                written, hw_pos, *_ = _SLOT.unpack((yield ReadMem(cache, window, SLOT_BYTES)))
             else:
                 yield TcpSend(ctl, ("position", partition, seg.seg_id), CTL_BYTES)
                 _, (written, hw_pos, *_) = yield TcpRecv(ctl)
             sealed = written < 0
             known_end = hw_pos
             continue
-        n = min(known_end - read_pos, p.fetch_bytes)
+        avail = known_end - read_pos
+        n = max(min(avail, p.fetch_bytes), min(avail, p.batch_size))
         t0 = yield Clock()
         data_read.sg_list = (cache.sge(0, n),)
         data_read.remote_addr, data_read.rkey = seg.addr + read_pos, seg.rkey
@@ -364,7 +375,9 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
                 f" batch: {bytes(data[:16]).hex()}"
             )
         read_pos += pos
-    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns}
+    t_last = yield Clock()
+    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns,
+            "t_first_ns": t_first, "t_last_ns": t_last}  # fmt: skip
 
 
 def _check(wcs: list) -> None:

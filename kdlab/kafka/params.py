@@ -21,6 +21,7 @@ class KafkaParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     system: Literal["kafka", "osu", "kafkadirect"]
+    variant: str = Field(default="", description="a label for this configuration in tables and figures")
     produce_mode: Literal["exclusive", "shared"] = Field(
         default="exclusive", description="KafkaDirect: one writer per segment, or FETCH_AND_ADD reservations"
     )
@@ -34,6 +35,12 @@ class KafkaParams(BaseModel):
     replication_factor: int = Field(default=1, ge=1, le=8)
     consumers: int = Field(default=0, ge=0, le=256)
     records_per_producer: int = Field(default=20000, ge=1, le=10_000_000)
+    bytes_per_producer: int | None = Field(
+        default=None, ge=1, description="if set, records_per_producer = bytes_per_producer // record_bytes (>= 1 batch)"
+    )
+    consume_after_produce: bool = Field(
+        default=False, description="consumers start once the producers finished (catch-up reads) instead of tailing"
+    )
     fetch_bytes: int = Field(default=1024 * 1024, ge=64, description="max.partition.fetch.bytes / RDMA read size")
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: float = Field(default=500.0, ge=0)
@@ -62,6 +69,13 @@ class KafkaParams(BaseModel):
                 "KafkaDirect producers (one writer per partition)"
             )
         return self
+
+    @property
+    def records_total(self) -> int:
+        """Records each producer sends."""
+        if self.bytes_per_producer is None:
+            return self.records_per_producer
+        return max(self.records_per_batch, self.bytes_per_producer // self.record_bytes)
 
     @property
     def records_per_batch(self) -> int:

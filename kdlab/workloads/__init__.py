@@ -22,9 +22,10 @@ class Workload(Protocol):
 
 
 def _registry() -> dict[str, Workload]:
+    from kdlab.workloads.kafka import KafkaWorkload
     from kdlab.workloads.perftest import PerftestWorkload
 
-    return {w.name: w for w in (PerftestWorkload(),)}
+    return {w.name: w for w in (PerftestWorkload(), KafkaWorkload())}
 
 
 def get_workload(name: str, origin: str = "<spec>") -> Workload:

@@ -1,0 +1,120 @@
+"""Kafka's guarantees hold in the model, for every system."""
+
+import pytest
+
+from kdlab.kafka import apache
+from kdlab.kafka.cluster import build
+from kdlab.kafka.params import KafkaParams
+from kdlab.spec import Point, SpecError, load_spec
+from kdlab.workloads.kafka import KafkaWorkload, delivery_ok
+from kdsim.engine import SimEngine
+
+SMALL = {"records_per_producer": 600, "record_bytes": 512, "segment_bytes": 65536}
+
+
+def _run(**kw):
+    p = KafkaParams(**{**SMALL, **kw})
+    return p, SimEngine("cx4-edr-100g").run(build(p))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"system": "kafka"},
+        {"system": "kafka", "producers": 3, "partitions": 2, "consumers": 2},
+        {"system": "kafkadirect", "produce_mode": "exclusive", "producers": 2, "partitions": 2, "consumers": 2},
+        {"system": "kafkadirect", "produce_mode": "shared", "producers": 3, "partitions": 1, "consumers": 1},
+        {"system": "kafkadirect", "slots": False, "consumers": 1},
+    ],
+)
+def test_every_record_is_delivered_once_in_order_across_segment_rolls(kw: dict) -> None:
+    kw.setdefault("consumers", 1)
+    p, out = _run(**kw)
+    # 600 records of 512 B in 64 KiB segments: several rolls per partition
+    assert p.records_total * (p.record_bytes + 9) > 3 * p.segment_bytes
+    assert delivery_ok(out, p)
+    assert sum(out[f"consumer{j}"]["records"] for j in range(p.consumers)) == sum(
+        out[f"producer{i}"]["records"] for i in range(p.producers) if i % p.partitions < p.consumers
+    )
+
+
+def test_delivery_check_catches_a_lost_batch() -> None:
+    p, out = _run(system="kafka", consumers=1)
+    out["consumer0"]["delivered"].pop(3)
+    assert not delivery_ok(out, p)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, p: KafkaParams) -> tuple[list, dict]:
+    """Record, at every produce ack and fetch reply, the leader's high watermark."""
+    seen: list = []
+    states: dict = {}
+    original = apache._respond
+
+    def respond(state, conn, message, nbytes, zero_copy=False):
+        states[state.name] = state
+        log = state.logs.get(getattr(message, "partition", -1))
+        if isinstance(message, apache.ProduceAck) and log is not None:
+            seen.append(("ack", message.base_offset, log.hw, log.leo))
+        if isinstance(message, apache.FetchReply) and log is not None:
+            seen.append(("fetch", sum(int.from_bytes(b[57:61], "big") for b in message.batches), log.hw, log.leo))
+        return original(state, conn, message, nbytes, zero_copy)
+
+    monkeypatch.setattr(apache, "_respond", respond)
+    return seen, states
+
+
+def test_acks_all_is_answered_only_once_the_high_watermark_covers_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = KafkaParams(system="kafka", replication_factor=3, acks=-1, **SMALL)
+    seen, _ = _spy(monkeypatch, p)
+    SimEngine("cx4-edr-100g").run(build(p))
+    acks = [s for s in seen if s[0] == "ack"]
+    assert acks, "no produce was acknowledged"
+    per = p.records_per_batch
+    for _, base, hw, _ in acks:
+        assert hw >= base + per  # the whole batch is below the high watermark
+    # and replication is what holds it back: with acks=1 some ack precedes the followers
+    p1 = KafkaParams(system="kafka", replication_factor=3, acks=1, **SMALL)
+    seen.clear()
+    SimEngine("cx4-edr-100g").run(build(p1))
+    assert any(hw < base + per for kind, base, hw, _ in seen if kind == "ack")
+
+
+def test_consumers_never_read_past_the_high_watermark(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = KafkaParams(system="kafka", replication_factor=2, acks=1, consumers=1, **SMALL)
+    original = apache._fetch_reply
+    checked = {"consumer": 0, "follower": 0}
+
+    def fetch_reply(log, req):
+        reply, nbytes = original(log, req)
+        last = req.offset + sum(int.from_bytes(b[57:61], "big") for b in reply.batches)
+        if req.replica is None:
+            assert last <= log.hw, f"a consumer was served offsets up to {last} above the high watermark {log.hw}"
+            checked["consumer"] += bool(reply.batches)
+        else:
+            checked["follower"] += last > log.hw  # followers may, and must, read past it
+        return reply, nbytes
+
+    monkeypatch.setattr(apache, "_fetch_reply", fetch_reply)
+    out = SimEngine("cx4-edr-100g").run(build(p))
+    assert out["consumer0"]["records"] == out["producer0"]["records"]
+    assert checked["consumer"] > 0 and checked["follower"] > 0
+
+
+def test_same_point_same_result() -> None:
+    params = {"system": "kafkadirect", "consumers": 1, **SMALL}
+    point = Point("t", "kafka", "sim", "cx4-edr-100g", (), tuple(sorted(params.items())), 1)
+    a, b = KafkaWorkload().run_point(point)[0], KafkaWorkload().run_point(point)[0]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"system": "kafka", "record_bytes": 70000, "segment_bytes": 65536}, "segment"),
+        ({"system": "kafka", "partitions": 0}, "partitions"),
+        ({"system": "rabbitmq"}, "system"),
+    ],
+)
+def test_bad_kafka_specs_are_rejected_with_the_field_named(params: dict, match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        load_spec({"name": "bad", "workload": "kafka", "params": params})
