@@ -155,6 +155,11 @@ class Point:
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def is_variant_axis(axis: Any) -> bool:
+    """A sweep axis whose values are mappings of several parameters."""
+    return isinstance(axis, list) and bool(axis) and all(isinstance(v, dict) for v in axis)
+
+
 def format_validation_error(err: ValidationError, origin: str, model: type[BaseModel] | None = None) -> str:
     """pydantic's errors as ``origin: field: message (got value)``, naming allowed fields."""
     lines = []

@@ -179,7 +179,10 @@ def _complete_delayed_produce(state: BrokerState, partition: int) -> Any:
 
 
 def _respond(state: BrokerState, conn: Any, message: Any, nbytes: int, zero_copy: bool = False) -> Any:
-    yield TcpSend(conn, message, nbytes, zero_copy=zero_copy)
+    if hasattr(conn, "reply"):  # a two-sided RDMA peer (OSU): its own send path
+        yield from conn.reply(message, nbytes)
+    else:
+        yield TcpSend(conn, message, nbytes, zero_copy=zero_copy)
     yield from _done(state, conn)
 
 

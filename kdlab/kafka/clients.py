@@ -1,4 +1,7 @@
-"""Kafka's clients over TCP: a producer with batches in flight, and a fetching consumer.
+"""Kafka's clients: a producer with batches in flight, and a fetching consumer.
+
+They speak Kafka's request protocol over a *link*: TCP for Apache Kafka, two-sided
+RDMA (SEND/RECV) for OSU's RDMA Kafka (:mod:`kdlab.kafka.osu`).
 
 Both return what they measured: per-batch ack latencies, per-batch end-to-end
 latencies, and what they delivered (producer id and base sequence of every batch),
@@ -17,9 +20,28 @@ from kdlab.ops import Clock, Compute, Lookup, Publish, Sleep, TcpConnect, TcpRec
 from kdlab.program import DatapathError
 
 
-def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
+class TcpLink:
+    """Kafka's client socket."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.conn: Any = None
+
+    def connect(self) -> Any:
+        self.conn = yield TcpConnect(self.service)
+
+    def send(self, message: Any, nbytes: int) -> Any:
+        yield TcpSend(self.conn, message, nbytes)
+
+    def recv(self) -> Any:
+        _, message = yield TcpRecv(self.conn)
+        return message
+
+
+def producer(p: KafkaParams, pid: int, partition: int, service: str, link: Any = None) -> Any:
     """Send ``records_per_producer`` records in full batches, ``max_in_flight`` at a time."""
-    conn = yield TcpConnect(service)
+    conn = link or TcpLink(service)
+    yield from conn.connect()
     factory = BatchFactory(p.records_per_batch, p.record_bytes)
     n_batches = -(-p.records_total // factory.records)
     in_flight: deque[float] = deque()
@@ -34,7 +56,7 @@ def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
         yield Compute("copy", factory.size)  # records into the accumulator's batch
         yield Compute("crc32c", factory.size)  # the batch CRC
         data = factory.make(pid, seq * factory.records, int(t))
-        yield TcpSend(conn, Produce(partition, data, factory.records, p.acks), factory.size + PRODUCE_REQUEST_OVERHEAD)
+        yield from conn.send(Produce(partition, data, factory.records, p.acks), factory.size + PRODUCE_REQUEST_OVERHEAD)
         in_flight.append(t)
     while in_flight and p.acks != 0:
         yield from _await_ack(conn, in_flight, acks_ns)
@@ -45,16 +67,17 @@ def producer(p: KafkaParams, pid: int, partition: int, service: str) -> Any:
 
 
 def _await_ack(conn: Any, in_flight: deque[float], acks_ns: list[float]) -> Any:
-    _, ack = yield TcpRecv(conn)
+    ack = yield from conn.recv()
     if ack.error:
         raise DatapathError(f"produce failed: {ack.error}")
     now = yield Clock()
     acks_ns.append(now - in_flight.popleft())
 
 
-def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int) -> Any:
+def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int, link: Any = None) -> Any:
     """Fetch from offset 0 until ``expected_records`` records were delivered."""
-    conn = yield TcpConnect(service)
+    conn = link or TcpLink(service)
+    yield from conn.connect()
     yield from wait_for_producers(p, partition)
     t_first = yield Clock()
     offset, got = 0, 0
@@ -64,8 +87,8 @@ def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_re
     max_wait = p.fetch_max_wait_ms * 1e6
     while got < expected_records:
         t0 = yield Clock()
-        yield TcpSend(conn, Fetch(partition, offset, p.fetch_bytes, p.fetch_min_bytes, max_wait), FETCH_REQUEST_BYTES)
-        _, reply = yield TcpRecv(conn)
+        yield from conn.send(Fetch(partition, offset, p.fetch_bytes, p.fetch_min_bytes, max_wait), FETCH_REQUEST_BYTES)
+        reply = yield from conn.recv()
         now = yield Clock()
         fetch_ns.append(now - t0)
         for data in reply.batches:

@@ -8,7 +8,7 @@ partitions``, consumer ``j`` reads partition ``j mod partitions`` from offset 0.
 
 from __future__ import annotations
 
-from kdlab.kafka import apache, clients
+from kdlab.kafka import apache, clients, osu
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
 from kdlab.program import Role
@@ -30,15 +30,11 @@ def expected_records(p: KafkaParams, partition: int) -> int:
 
 
 def build(p: KafkaParams) -> list[Role]:
-    if p.system == "kafka":
-        return _apache_roles(p)
     if p.system == "kafkadirect":
         from kdlab.kafka.direct import roles as kd_roles
 
         return kd_roles(p)
-    from kdlab.kafka.osu import roles as osu_roles
-
-    return osu_roles(p)
+    return _apache_roles(p)  # Apache Kafka, or OSU's (the same broker behind SEND/RECV)
 
 
 def _apache_roles(p: KafkaParams) -> list[Role]:
@@ -61,17 +57,26 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
         clients_per_net[leader, net] = clients_per_net.get((leader, net), 0) + 1
         return f"{leader}.net{net}"
 
+    osu_clients: dict[str, list[str]] = {b: [] for b in names}
     for i in range(p.producers):
         q = i % p.partitions
-        service = connect(replicas(p, q)[0], i)
-        roles.append(
-            Role(f"producer{i}", f"p{i}", clients.producer, {"p": p, "pid": i, "partition": q, "service": service})
-        )
+        leader = replicas(p, q)[0]
+        args = {"p": p, "pid": i, "partition": q}
+        if p.system == "osu":
+            osu_clients[leader].append(f"producer{i}")
+            roles.append(Role(f"producer{i}", f"p{i}", osu.producer, {**args, "service": "", "broker": leader}))
+        else:
+            roles.append(Role(f"producer{i}", f"p{i}", clients.producer, {**args, "service": connect(leader, i)}))
     for j in range(p.consumers):
         q = j % p.partitions
-        service = connect(replicas(p, q)[0], p.producers + j)
-        args = {"p": p, "cid": j, "partition": q, "service": service, "expected_records": expected_records(p, q)}
-        roles.append(Role(f"consumer{j}", f"c{j}", clients.consumer, args))
+        leader = replicas(p, q)[0]
+        args = {"p": p, "cid": j, "partition": q, "expected_records": expected_records(p, q)}
+        if p.system == "osu":
+            osu_clients[leader].append(f"consumer{j}")
+            roles.append(Role(f"consumer{j}", f"c{j}", osu.consumer, {**args, "service": "", "broker": leader}))
+        else:
+            service = connect(leader, p.producers + j)
+            roles.append(Role(f"consumer{j}", f"c{j}", clients.consumer, {**args, "service": service}))
     for follower in names:
         by_leader: dict[str, list[int]] = {}
         for q in range(p.partitions):
@@ -90,4 +95,7 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
         for i in range(p.io_threads):
             roles.append(Role(f"{b}.io{i}", b, apache.io_thread, {"p": p, "state": st}, daemon=True))
         roles.append(Role(f"{b}.purgatory", b, apache.purgatory, {"p": p, "state": st}, daemon=True))
+        if osu_clients[b]:
+            args = {"p": p, "state": st, "clients_": osu_clients[b]}
+            roles.append(Role(f"{b}.rdma_network", b, osu.network_thread, args, daemon=True))
     return roles

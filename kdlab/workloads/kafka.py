@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from kdlab.engines import make_engine
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
-from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error
+from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error, is_variant_axis
 
 PERCENTILES = {"p50": 50, "p99": 99, "p999": 99.9}
 
@@ -62,6 +62,8 @@ class KafkaWorkload:
         for key in spec.sweep:
             if key in ("profile", "variant") or key.startswith("profile."):
                 continue
+            if is_variant_axis(spec.sweep[key]):
+                continue  # its mappings' keys are checked with the points below
             if key not in KafkaParams.model_fields:
                 allowed = ", ".join(KafkaParams.model_fields)
                 raise SpecError(f"{origin}: sweep.{key}: not a kafka parameter; allowed: {allowed}, profile.*")

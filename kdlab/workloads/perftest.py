@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdlab.datapaths.perftest import HALF_RTT_TESTS, PerftestConfig, merge_bandwidth, roles
 from kdlab.engines import make_engine
 from kdlab.perftest_report import bandwidth_stats, latency_stats
-from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error
+from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error, is_variant_axis
 
 #: perftest's largest message (``MAX_SIZE``, 8 MiB).
 MAX_SIZE = 8 * 1024 * 1024
@@ -43,6 +43,8 @@ class PerftestWorkload:
         for key in spec.sweep:
             if key == "profile" or key.startswith("profile."):
                 continue
+            if is_variant_axis(spec.sweep[key]):
+                continue  # its mappings' keys are checked with the points below
             if key not in PerftestParams.model_fields:
                 allowed = ", ".join(PerftestParams.model_fields)
                 raise SpecError(f"{origin}: sweep.{key}: not a perftest parameter; allowed: {allowed}, profile.*")

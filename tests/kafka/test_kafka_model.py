@@ -22,6 +22,7 @@ def _run(**kw):
     [
         {"system": "kafka"},
         {"system": "kafka", "producers": 3, "partitions": 2, "consumers": 2},
+        {"system": "osu", "producers": 2, "partitions": 2, "consumers": 2, "replication_factor": 2},
         {"system": "kafkadirect", "produce_mode": "exclusive", "producers": 2, "partitions": 2, "consumers": 2},
         {"system": "kafkadirect", "produce_mode": "shared", "producers": 3, "partitions": 1, "consumers": 1},
         {"system": "kafkadirect", "slots": False, "consumers": 1},

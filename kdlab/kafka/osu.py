@@ -1,0 +1,152 @@
+"""OSU's RDMA Kafka: two-sided RDMA (SEND/RECV) under Kafka's unchanged request path.
+
+Inferred from OSU's descriptions (kafkadirect.md): the client-broker socket is
+replaced by an RC QP; a request is serialised into a registered send buffer and
+SENT; the broker's RDMA network thread copies it out of its receive buffer into the
+heap and queues it for Kafka's I/O threads, which handle it exactly as in Apache
+Kafka (:mod:`kdlab.kafka.apache`); the response is SENT back the same way. Copies
+and the JVM request path stay; only the kernel TCP stack leaves. Replication between
+brokers stays on TCP.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdlab.kafka import apache, clients
+from kdlab.kafka.params import KafkaParams
+from kdlab.ops import (
+    ConnectQp,
+    CreateCq,
+    CreateQp,
+    Lookup,
+    PostRecv,
+    PostSend,
+    Publish,
+    QueuePut,
+    ReadMem,
+    RegMr,
+    WaitCq,
+    WriteMem,
+)
+from kdlab.program import DatapathError
+from kdlab.verbs import Opcode, QpCap, RecvWR, SendWR
+
+DEPTH = 16  # receive buffers posted per peer
+
+
+def _slot_bytes(p: KafkaParams) -> int:
+    """Largest message: a fetch reply of fetch_bytes or a produce request, plus headers."""
+    return max(p.fetch_bytes, p.batch_size) + 4096
+
+
+@dataclass
+class Endpoint:
+    """One side of a SEND/RECV channel: QP, CQs, a ring of send slots and receive slots."""
+
+    qp: Any
+    send_cq: Any
+    recv_cq: Any
+    send_mr: Any
+    recv_mr: Any
+    slot: int
+    next_send: int = 0
+
+    def post_send(self, message: Any) -> Any:
+        blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) > self.slot:
+            raise DatapathError(f"a {len(blob)} B message exceeds the {self.slot} B receive buffer")
+        off = (self.next_send % DEPTH) * self.slot
+        self.next_send += 1
+        yield WriteMem(self.send_mr, off, blob)  # Kafka's serialisation into the registered buffer
+        yield PostSend(self.qp, SendWR(0, Opcode.SEND, [self.send_mr.sge(off, len(blob))], signaled=False))
+
+    def take(self, wc: Any) -> Any:
+        """Copy a received message out of its buffer (into the heap) and re-post the buffer."""
+        off = wc.wr_id * self.slot
+        blob = yield ReadMem(self.recv_mr, off, wc.byte_len)
+        yield PostRecv(self.qp, RecvWR(wc.wr_id, [self.recv_mr.sge(off, self.slot)]))
+        return pickle.loads(blob)
+
+
+def _endpoint(p: KafkaParams, me: str, peer: str, send_cq: Any = None, recv_cq: Any = None) -> Any:
+    slot = _slot_bytes(p)
+    send_cq = send_cq or (yield CreateCq(4 * DEPTH))
+    recv_cq = recv_cq or (yield CreateCq(4 * DEPTH))
+    qp = yield CreateQp(send_cq, recv_cq, QpCap(4 * DEPTH, DEPTH))
+    send_mr = yield RegMr(DEPTH * slot)
+    recv_mr = yield RegMr(DEPTH * slot)
+    ep = Endpoint(qp, send_cq, recv_cq, send_mr, recv_mr, slot)
+    yield PostRecv(qp, [RecvWR(i, [recv_mr.sge(i * slot, slot)]) for i in range(DEPTH)])
+    yield Publish(f"osu.{me}.{peer}", qp.endpoint())
+    yield ConnectQp(qp, (yield Lookup(f"osu.{peer}.{me}")))
+    return ep
+
+
+class VerbsLink:
+    """The client side: Kafka's request protocol over SEND/RECV."""
+
+    def __init__(self, p: KafkaParams, me: str, broker: str) -> None:
+        self.p, self.me, self.broker = p, me, broker
+        self.ep: Endpoint | None = None
+
+    def connect(self) -> Any:
+        self.ep = yield from _endpoint(self.p, self.me, self.broker)
+        yield Lookup(f"osu.{self.broker}.ready")
+
+    def send(self, message: Any, nbytes: int) -> Any:
+        assert self.ep is not None
+        yield from self.ep.post_send(message)
+
+    def recv(self) -> Any:
+        assert self.ep is not None
+        (wc,) = yield WaitCq(self.ep.recv_cq, 1)
+        if not wc.ok:
+            raise DatapathError(f"{self.me}: receive failed: {wc}")
+        return (yield from self.ep.take(wc))
+
+
+@dataclass(eq=False)
+class Peer:
+    """The broker's end of a client's channel, as the request queue carries it."""
+
+    conn_id: int
+    ep: Endpoint
+    pending: list = field(default_factory=list)
+
+    def reply(self, message: Any, nbytes: int) -> Any:
+        yield from self.ep.post_send(message)
+
+
+def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: list[str]) -> Any:
+    """The broker's RDMA network thread: one receive CQ for all clients, requests to the I/O threads."""
+    recv_cq = yield CreateCq(4 * DEPTH * max(1, len(clients_)))
+    send_cq = yield CreateCq(4 * DEPTH * max(1, len(clients_)))
+    peers: dict[int, Peer] = {}
+    for client in clients_:
+        ep = yield from _endpoint(p, state.name, client, send_cq, recv_cq)
+        peers[ep.qp.qp_num] = Peer(ep.qp.qp_num, ep)
+    yield Publish(f"osu.{state.name}.ready", True)
+    while True:
+        for wc in (yield WaitCq(recv_cq, 16)):
+            if not wc.ok:
+                raise DatapathError(f"{state.name}: receive failed: {wc}")
+            peer = peers[wc.qp_num]
+            request = yield from peer.ep.take(wc)
+            if peer.conn_id in state.busy:  # Kafka's muting, as on a socket
+                state.parked.setdefault(peer.conn_id, deque()).append((peer, request))
+                continue
+            state.busy.add(peer.conn_id)
+            yield QueuePut(f"{state.name}.requests", (peer, request), capacity=p.queued_max_requests)
+
+
+def producer(p: KafkaParams, pid: int, partition: int, service: str, broker: str) -> Any:
+    return (yield from clients.producer(p, pid, partition, service, VerbsLink(p, f"producer{pid}", broker)))
+
+
+def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int, broker: str) -> Any:
+    link = VerbsLink(p, f"consumer{cid}", broker)
+    return (yield from clients.consumer(p, cid, partition, service, expected_records, link))
