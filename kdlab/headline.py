@@ -52,6 +52,7 @@ def headline(results_dir: str | Path = "results") -> pd.DataFrame:
 
     produce, latency = load("kafka-produce"), load("kafka-produce-latency")
     consume, consume_lat = load("kafka-consume"), load("kafka-consume-latency")
+    replication = load("kafka-replication")
     for claim in CLAIMS:
         value, config, note = float("nan"), "", ""
         if claim.claim.startswith("throughput") and len(produce):
@@ -60,8 +61,11 @@ def headline(results_dir: str | Path = "results") -> pd.DataFrame:
         elif claim.claim.startswith("producer latency") and len(latency):
             value, config = _ratio(latency, "record_bytes", "ack_latency_p50_us", "Kafka", KD, "max")
             config = f"kafka-produce-latency, p50 ack, Kafka / {KD}, 1 record per request, {config}"
-        elif claim.datapath == "replication":
-            note = "KafkaDirect's push replication is not modelled yet; Kafka's pull is (kafka-replication)"
+        elif claim.datapath == "replication" and len(replication):
+            push = "KafkaDirect (push, maxrdmabatch 2000 B)"
+            value, config = _ratio(replication[replication.replication_factor > 1], "replication_factor",
+                                   "produce_records_per_s", push, "Kafka (pull)", "max")  # fmt: skip
+            config = f"kafka-replication, acks=all throughput, {push} / Kafka (pull), {config}"
         elif claim.claim.startswith("consumer latency") and len(consume_lat):
             value, config = _ratio(
                 consume_lat, "fetch_bytes", "e2e_latency_p50_us", "Kafka", "KafkaDirect slots", "max"

@@ -108,7 +108,11 @@ class SimEngine:
         procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
         workers = [procs[r.name] for r in roles if not r.daemon]
         if until_ns is None and workers and len(workers) < len(procs):
-            env.run(until=simpy.AllOf(env, workers))  # daemons (servers) are stopped with the last worker
+            try:
+                env.run(until=simpy.AllOf(env, workers))  # daemons (servers) are stopped with the last worker
+            except RuntimeError as err:
+                if "No scheduled events left" not in str(err):
+                    raise  # otherwise: a deadlock, reported below with what each role waits for
         else:
             env.run(until=until_ns)
         for name, proc in procs.items():

@@ -16,8 +16,11 @@
   fetch size)`` bytes into its registered cache and hands up whole batches only. The
   no-slot variant asks the broker over TCP at every catch-up instead.
 
-Replication factor 1 only for now (push replication is the next step); a run with
-more replicas is rejected by :func:`roles`.
+* Push replication: the leader writes committed regions of its segment (zero copy)
+  into each follower's copy with WRITE_WITH_IMM, in offset order, coalescing
+  contiguous regions up to ``max_rdma_batch``; the follower validates, appends and
+  acks with a zero-length WRITE_WITH_IMM; the leader's high watermark is the lowest
+  log end of the replicas, and moving it releases acks=all answers and the slots.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ class KdBroker:
     send_cq: Any = None
     commits: int = 0
     seg_slot: dict[int, int] = field(default_factory=dict)  # segment id -> its produce slot index
+    leads: set[int] = field(default_factory=set)  # partitions this broker leads
+    source: dict[int, str] = field(default_factory=dict)  # QP number -> "producer" | "leader" | follower name
+    peer_qp: dict[str, Any] = field(default_factory=dict)  # other broker -> QP to it
+    peer_ack: dict[str, Any] = field(default_factory=dict)  # other broker -> MR its acks may target
+    pushed: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)  # follower -> (partition, end offset)
+    delayed: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # acks=all: (last offset, pid, seg)
 
 
 # --- broker ---------------------------------------------------------------------------
@@ -146,6 +155,9 @@ def control_plane(state: KdBroker, clients: int) -> Any:
                 state.reading[args[1]] = later[0].seg_id  # its slot now describes this segment
                 yield WriteMem(state.slot_mr, args[1] * SLOT_BYTES, _SLOT.pack(*_slot_values(log, later[0])))
                 answer = _info(state, log, later[0])
+        elif kind == "replica_segment":  # (partition, segment id, capacity): where the leader pushes
+            seg = yield from _replica_segment(state, state.logs[args[0]], args[1], args[2])
+            answer = (seg.mr.addr, seg.mr.rkey)
         elif kind == "slot":
             answer = (state.slot_mr.addr + args[0] * SLOT_BYTES, state.slot_mr.rkey)
         else:  # "position": the no-slot consumer's catch-up request
@@ -163,7 +175,33 @@ def _maybe_seal(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
 
 def _slot_values(log: PartitionLog, seg: Segment) -> tuple[int, int, int, int, int]:
     pos = -seg.position if seg.sealed else seg.position
-    return (pos, seg.position, seg.position, log.hw, log.hw)
+    hw_pos = _hw_position(log, seg)
+    return (pos, hw_pos, hw_pos, log.hw, log.hw)
+
+
+def _hw_position(log: PartitionLog, seg: Segment) -> int:
+    """Bytes of ``seg`` below the high watermark (the end of its last fully replicated batch)."""
+    if log.hw >= log.leo:
+        return seg.position
+    for e in reversed(log.entries):
+        if e.seg_id == seg.seg_id and e.last_offset < log.hw:
+            return e.position + e.size
+        if e.seg_id < seg.seg_id:
+            break
+    return 0
+
+
+def _replica_segment(state: KdBroker, log: PartitionLog, seg_id: int, capacity: int) -> Any:
+    """A follower's copy of the leader's segment ``seg_id`` (created and registered on first use)."""
+    for seg in log.segments:
+        if seg.seg_id == seg_id:
+            if seg.mr is None:
+                seg.mr = yield RegMr(capacity, path=f"{state.name}/p{log.partition}/{seg_id}.log")
+            return seg
+    seg = Segment(seg_id, log.leo, capacity)
+    seg.mr = yield RegMr(capacity, path=f"{state.name}/p{log.partition}/{seg_id}.log")
+    log.segments.append(seg)
+    return seg
 
 
 def _update_slots(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
@@ -174,7 +212,7 @@ def _update_slots(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
             yield WriteMem(state.slot_mr, index * SLOT_BYTES, values)
 
 
-def rdma_thread(state: KdBroker, producers: list[tuple[int, str]]) -> Any:
+def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any:
     """Set up a QP per producer, then turn receive completions into commit requests."""
     p = state.p
     state.send_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
@@ -182,16 +220,28 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int, str]]) -> Any:
     state.slot_mr = yield RegMr(max(1, p.consumers) * SLOT_BYTES)
     if p.produce_mode == "shared":
         state.produce_slots = yield RegMr(8 * PRODUCE_SLOTS)
-    for log in state.logs.values():
-        yield from _new_segment(state, log)
+    for q, log in state.logs.items():
+        if q in state.leads:
+            yield from _new_segment(state, log)
     recv = RecvWR(0, [])
-    for pid, host_role in producers:
+    # Two phases (create and publish every QP, then connect), so brokers that are each
+    # other's peers never wait on each other.
+    qps = []
+    for pid, peer in producers:
         qp = yield CreateQp(state.send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
-        state.producer_qp[pid] = qp
+        qps.append((pid, peer, qp))
         state.qp_by_num[qp.qp_num] = qp
-        yield Publish(f"kd.{state.name}.{host_role}", qp.endpoint())
-        ep, ack_target = yield Lookup(f"kd.{host_role}.{state.name}")
-        state.ack_target[pid] = ack_target
+        yield Publish(
+            f"kd.{state.name}.{peer}", (qp.endpoint(), state.slot_mr.remote()) if pid is None else qp.endpoint()
+        )
+    for pid, peer, qp in qps:
+        ep, ack_target = yield Lookup(f"kd.{peer}.{state.name}")
+        if pid is None:  # another broker: we lead for it, or it leads for us
+            state.peer_qp[peer], state.peer_ack[peer] = qp, ack_target
+            state.source[qp.qp_num] = peer
+        else:
+            state.producer_qp[pid], state.ack_target[pid] = qp, ack_target
+            state.source[qp.qp_num] = "producer"
         yield ConnectQp(qp, ep)
         yield PostRecv(qp, [recv] * QP_DEPTH)
     yield Publish(f"kd.{state.name}.ready", True)
@@ -201,7 +251,8 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int, str]]) -> Any:
             if not wc.ok:
                 raise DatapathError(f"broker {state.name}: receive failed: {wc}")
             yield PostRecv(state.qp_by_num[wc.qp_num], recv)
-            yield QueuePut(f"{state.name}.h{wc.imm_data % handlers}", wc.imm_data)
+            seg_id = wc.imm_data
+            yield QueuePut(f"{state.name}.h{seg_id % handlers}", (seg_id, state.source[wc.qp_num]))
 
 
 def handler_thread(state: KdBroker, index: int) -> Any:
@@ -209,9 +260,15 @@ def handler_thread(state: KdBroker, index: int) -> Any:
     queue = f"{state.name}.h{index}"
     ack = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
     while True:
-        seg_id = yield QueueGet(queue)
+        seg_id, source = yield QueueGet(queue)
         log = state.logs[seg_id // 1_000_000]
+        if source not in ("producer", "leader") and log.partition in state.leads:
+            yield from _replica_acked(state, log, source, ack)  # a follower confirms a push
+            continue
         seg = log.segment(seg_id)
+        if log.partition not in state.leads:
+            yield from _replica_append(state, log, seg, ack)  # the leader pushed into our copy
+            continue
         while seg.position + 12 <= seg.capacity:
             head = yield ReadMem(seg.mr, seg.position, 12)
             length = int.from_bytes(head[8:12], "big", signed=True)
@@ -222,14 +279,96 @@ def handler_thread(state: KdBroker, index: int) -> Any:
             if info is None:
                 break
             yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
-            log.append(info.size, info.records, seg=seg)
-            log.hw = log.leo  # replication factor 1
+            entry = log.append(info.size, info.records, seg=seg)
             state.commits += 1
+            replicas = log.replicas[1:]
+            for follower in replicas:  # queue the push of this region (in offset order)
+                yield QueuePut(f"{state.name}.push.{follower}", (log.partition, seg_id, entry.position, entry.size,
+                                                                 entry.last_offset + 1))  # fmt: skip
+            if not replicas:
+                log.hw = log.leo
             yield from _maybe_seal(state, log, seg)
             yield from _update_slots(state, log, seg)
-            target = state.ack_target[info.producer_id]
-            ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg_id
-            yield PostSend(state.producer_qp[info.producer_id], ack)
+            if state.p.acks == -1 and replicas:
+                state.delayed.setdefault(log.partition, []).append((entry.last_offset, info.producer_id, seg_id))
+            else:
+                yield from _ack_producer(state, info.producer_id, seg_id, ack)
+
+
+def _ack_producer(state: KdBroker, pid: int, seg_id: int, ack: SendWR) -> Any:
+    """The broker's answer to a produce: a zero-length WRITE_WITH_IMM (immediate = segment id)."""
+    target = state.ack_target[pid]
+    ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg_id
+    yield PostSend(state.producer_qp[pid], ack)
+
+
+def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
+    """Follower: validate and append what the leader pushed (offsets already assigned), then ack."""
+    while seg.position + 12 <= seg.capacity:
+        head = yield ReadMem(seg.mr, seg.position, 12)
+        length = int.from_bytes(head[8:12], "big", signed=True)
+        if length <= 0 or seg.position + 12 + length > seg.capacity:
+            break
+        info = check_batch((yield ReadMem(seg.mr, seg.position, 12 + length)))
+        if info is None:
+            break
+        base = _OFFSET.unpack_from(head, 0)[0]
+        log.leo = base  # the batch carries its offsets
+        log.append(info.size, info.records, seg=seg)
+    leader = log.replicas[0]
+    target = state.peer_ack[leader]
+    ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg.seg_id
+    yield PostSend(state.peer_qp[leader], ack)
+
+
+def _replica_acked(state: KdBroker, log: PartitionLog, follower: str, ack: SendWR) -> Any:
+    """Leader: a follower holds a pushed region; move the high watermark, release acks=all."""
+    q, end = state.pushed[follower].popleft()
+    log = state.logs[q]
+    log.follower_leo[follower] = max(log.follower_leo.get(follower, 0), end)
+    if not log.advance_hw(len(log.replicas)):
+        return
+    waiting = state.delayed.get(q, [])
+    ready = [w for w in waiting if w[0] < log.hw]
+    state.delayed[q] = [w for w in waiting if w[0] >= log.hw]
+    for _, pid, seg_id in ready:
+        yield from _ack_producer(state, pid, seg_id, ack)
+    read = {state.reading[c] for c in state.slot_of.get(q, []) if c in state.reading}
+    for seg in log.segments:  # the high watermark moved in the segments consumers are reading
+        if seg.seg_id in read:
+            yield from _update_slots(state, log, seg)
+
+
+def push_thread(state: KdBroker, follower: str) -> Any:
+    """Leader: push committed regions to one follower, in offset order, coalesced up to maxrdmabatch."""
+    p = state.p
+    ctl = yield TcpConnect(f"{follower}.ctl")  # connect first: the follower's control plane counts on it
+    yield Lookup(f"kd.{state.name}.ready")
+    remote: dict[int, tuple[int, int]] = {}
+    queue = f"{state.name}.push.{follower}"
+    state.pushed[follower] = deque()
+    write = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
+    held = None
+    while True:
+        q, seg_id, pos, size, end = held or (yield QueueGet(queue))
+        held = None
+        while size < p.max_rdma_batch:  # coalesce contiguous regions of one segment
+            more = yield QueueGet(queue, timeout_ns=0.0)
+            if more is None:
+                break
+            if more[1] != seg_id or more[2] != pos + size:
+                held = more
+                break
+            size, end = size + more[3], more[4]
+        seg = state.logs[q].segment(seg_id)
+        if seg_id not in remote:
+            yield TcpSend(ctl, ("replica_segment", q, seg_id, seg.capacity), CTL_BYTES)
+            _, remote[seg_id] = yield TcpRecv(ctl)
+        addr, rkey = remote[seg_id]
+        write.sg_list = (seg.mr.sge(pos, size),)  # zero copy: straight from the leader's segment
+        write.remote_addr, write.rkey, write.imm_data = addr + pos, rkey, seg_id
+        state.pushed[follower].append((q, end))
+        yield PostSend(state.peer_qp[follower], write)
 
 
 # --- producer ---------------------------------------------------------------------------
@@ -328,16 +467,16 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
     slot_read = SendWR(1, Opcode.RDMA_READ, [cache.sge(window, SLOT_BYTES)], remote_addr=slot_addr,
                        rkey=slot_rkey)  # fmt: skip
     data_read = SendWR(2, Opcode.RDMA_READ, [cache.sge(0, 0)])
-    read_pos, known_end, sealed = 0, 0, False
+    read_pos, known_end, sealed, seg_end = 0, 0, False, 0
     got, delivered, e2e_ns, fetch_ns = 0, [], [], []
     first_poll = True
     while got < expected_records:
         if read_pos >= known_end:
-            if sealed:  # segment sealed and fully read: the next one, over TCP
+            if sealed and read_pos >= seg_end:  # sealed and read to its end: the next segment, over TCP
                 yield TcpSend(ctl, ("next_segment", partition, cid, seg.seg_id), CTL_BYTES)
                 _, nxt = yield TcpRecv(ctl)
                 if nxt is not None:
-                    seg, read_pos, known_end, sealed = nxt, 0, 0, False
+                    seg, read_pos, known_end, sealed, seg_end = nxt, 0, 0, False, 0
                 continue
             if not first_poll:
                 yield Sleep(p.slot_poll_us * 1e3)
@@ -349,8 +488,8 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
             else:
                 yield TcpSend(ctl, ("position", partition, seg.seg_id), CTL_BYTES)
                 _, (written, hw_pos, *_) = yield TcpRecv(ctl)
-            sealed = written < 0
-            known_end = hw_pos
+            sealed, seg_end = written < 0, abs(written)
+            known_end = hw_pos  # never past the high watermark
             continue
         avail = known_end - read_pos
         n = max(min(avail, p.fetch_bytes), min(avail, p.batch_size))
@@ -392,20 +531,10 @@ def _check(wcs: list) -> None:
 def roles(p: KafkaParams) -> list[Role]:
     from kdlab.kafka.cluster import brokers, expected_records, replicas
 
-    if p.replication_factor != 1:
-        raise ValueError("kafkadirect: replication_factor > 1 (push replication) is not modelled yet")
-    states = {
-        b: KdBroker(
-            b,
-            p,
-            {
-                q: PartitionLog(q, p.segment_bytes, replicas(p, q))
-                for q in range(p.partitions)
-                if replicas(p, q)[0] == b
-            },
-        )
-        for b in brokers(p)
-    }
+    states = {}
+    for b in brokers(p):
+        logs = {q: PartitionLog(q, p.segment_bytes, replicas(p, q)) for q in range(p.partitions) if b in replicas(p, q)}
+        states[b] = KdBroker(b, p, logs, leads={q for q in logs if replicas(p, q)[0] == b})
     out: list[Role] = []
     producers: dict[str, list[tuple[int, str]]] = {b: [] for b in states}
     clients: dict[str, int] = dict.fromkeys(states, 0)
@@ -423,6 +552,14 @@ def roles(p: KafkaParams) -> list[Role]:
         args = {"p": p, "cid": j, "partition": q, "leader": leader, "expected_records": expected_records(p, q)}
         out.append(Role(f"consumer{j}", f"c{j}", consumer, args))
         producers[leader].append((-1 - j, f"consumer{j}"))  # a QP for the consumer's reads
+    peers = {b: sorted({r for q in st.logs for r in replicas(p, q)} - {b}) for b, st in states.items()}
+    for b, st in states.items():
+        for other in peers[b]:
+            producers[b].append((None, other))  # a QP to each broker we replicate with
+            clients[b] += any(b in replicas(p, q) for q in states[other].leads)  # its push thread's control connection
+        followers = sorted({r for q in st.leads for r in replicas(p, q)[1:]})
+        for f in followers:
+            out.append(Role(f"{b}.push.{f}", b, push_thread, {"state": st, "follower": f}, daemon=True))
     for b, st in states.items():
         out.append(Role(f"{b}.rdma0", b, rdma_thread, {"state": st, "producers": producers[b]}, daemon=True))
         out.append(Role(f"{b}.control", b, control_plane, {"state": st, "clients": clients[b]}, daemon=True))

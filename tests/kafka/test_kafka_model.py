@@ -26,6 +26,7 @@ def _run(**kw):
         {"system": "kafkadirect", "produce_mode": "exclusive", "producers": 2, "partitions": 2, "consumers": 2},
         {"system": "kafkadirect", "produce_mode": "shared", "producers": 3, "partitions": 1, "consumers": 1},
         {"system": "kafkadirect", "slots": False, "consumers": 1},
+        {"system": "kafkadirect", "replication_factor": 3, "acks": -1, "producers": 2, "partitions": 2, "consumers": 2},
     ],
 )
 def test_every_record_is_delivered_once_in_order_across_segment_rolls(kw: dict) -> None:
@@ -119,3 +120,21 @@ def test_same_point_same_result() -> None:
 def test_bad_kafka_specs_are_rejected_with_the_field_named(params: dict, match: str) -> None:
     with pytest.raises(SpecError, match=match):
         load_spec({"name": "bad", "workload": "kafka", "params": params})
+
+
+def test_kafkadirect_acks_all_waits_for_every_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdlab.kafka import direct
+
+    checked = []
+    original = direct._ack_producer
+
+    def ack(state, pid, seg_id, wr):
+        log = state.logs[seg_id // 1_000_000]
+        leos = [log.leo, *log.follower_leo.values()]
+        checked.append(len(log.follower_leo) == len(log.replicas) - 1 and log.hw <= min(leos))
+        return original(state, pid, seg_id, wr)
+
+    monkeypatch.setattr(direct, "_ack_producer", ack)
+    p, out = _run(system="kafkadirect", replication_factor=3, acks=-1, consumers=1)
+    assert checked and all(checked)
+    assert delivery_ok(out, p)
