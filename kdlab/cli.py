@@ -294,5 +294,28 @@ def calibrate(
             click.echo(f"wrote {p}")
 
 
+@main.command()
+@click.argument("workload", type=click.Path(exists=True, dir_okay=False))
+@click.option("--system", type=click.Choice(["kafka", "osu", "kafkadirect"]), default="kafkadirect", show_default=True)
+@click.option("--profile", default="cx4-edr-100g", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="write OMB's result JSON here")
+def omb(workload: str, system: str, profile: str, out: str | None) -> None:
+    """Simulate an OpenMessaging Benchmark WORKLOAD (YAML) and print (or write) OMB's result JSON."""
+    import json
+
+    from kdlab.kafka.omb import OmbError
+    from kdlab.kafka.omb_run import run_omb
+
+    try:
+        result = run_omb(workload, system, profile, out)
+    except (OmbError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    keys = ("publishRate", "consumeRate", "aggregatedPublishLatency50pct", "aggregatedPublishLatency99pct",
+            "aggregatedEndToEndLatency50pct", "aggregatedEndToEndLatency99pct")  # fmt: skip
+    click.echo(json.dumps({k: result.get(k) for k in keys}, indent=1))
+    if out:
+        click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -105,6 +105,14 @@ class KafkaWorkload:
                 busy[_thread_class(role)] += ns
             for cls, ns in sorted(busy.items()):
                 row[f"cpu_{cls}_cores"] = ns * 1e-9 / sim_s
+            util = stats.utilisation  # per host: NIC processing units, PCIe, RDMA uplink
+            brokers = [h for h in util if h.startswith("b")]
+            row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
+            row["nic_pu_util_broker"] = max((util[h].get("pu", 0.0) for h in brokers), default=0.0)
+            tcp = engine.sockets.uplinks  # type: ignore[attr-defined]
+            row["tcp_link_util_broker"] = max(
+                (tcp[h].busy_ns / stats.sim_time_ns for h in tcp if h.startswith("b")), default=0.0
+            )
             mem = {h: m.registered_bytes for h, m in engine.memories.items()}  # type: ignore[attr-defined]
             row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
             row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6

@@ -138,3 +138,31 @@ def test_kafkadirect_acks_all_waits_for_every_replica(monkeypatch: pytest.Monkey
     p, out = _run(system="kafkadirect", replication_factor=3, acks=-1, consumers=1)
     assert checked and all(checked)
     assert delivery_ok(out, p)
+
+
+def test_omb_workload_runs_and_writes_omb_result_json(tmp_path) -> None:
+    import json
+
+    from kdlab.kafka.omb_run import run_omb
+
+    workload = tmp_path / "w.yaml"
+    workload.write_text(
+        "name: small\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 512\nsubscriptionsPerTopic: 1\n"
+        "consumerPerSubscription: 2\nproducersPerTopic: 2\nproducerRate: 1000\ntestDurationMinutes: 1\n"
+    )
+    out = tmp_path / "result.json"
+    result = run_omb(workload, "kafka", out=out, bytes_per_producer=200_000)
+    saved = json.loads(out.read_text())
+    assert saved["workload"] == "small" and saved["publishRate"][0] > 0 and saved["consumeRate"][0] > 0
+    assert saved["aggregatedEndToEndLatency50pct"] > 0 and saved["aggregatedPublishLatency50pct"] > 0
+    assert result["driver"].startswith("kdsim kafka")
+
+
+def test_kafka_rows_report_utilisation_and_pinned_memory() -> None:
+    params = {"system": "kafkadirect", "consumers": 1, **SMALL}
+    row = KafkaWorkload().run_point(Point("t", "kafka", "sim", "cx4-edr-100g", (), tuple(sorted(params.items())), 1))[0]
+    assert 0 < row["rdma_link_util_broker"] <= 1 and 0 < row["nic_pu_util_broker"] <= 1
+    assert row["registered_mb_per_broker"] >= SMALL["segment_bytes"] / 1e6  # pinned segments
+    kafka = dict(params, system="kafka")
+    krow = KafkaWorkload().run_point(Point("t", "kafka", "sim", "cx4-edr-100g", (), tuple(sorted(kafka.items())), 1))[0]
+    assert krow["registered_mb_per_broker"] == 0 and krow["tcp_link_util_broker"] > 0
