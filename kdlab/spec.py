@@ -280,3 +280,18 @@ def expand(spec: ExperimentSpec) -> list[Point]:
                 )
             )
     return points
+
+
+def validate_points(spec: ExperimentSpec, origin: str, model: type[BaseModel], workload: str) -> None:
+    """Check a spec's sweep keys and every point's parameters against a workload's model."""
+    for key, axis in spec.sweep.items():
+        if key in ("profile", "variant") or key.startswith("profile.") or is_variant_axis(axis):
+            continue  # a variant's keys are checked with the points below
+        if key not in model.model_fields:
+            allowed = ", ".join(model.model_fields)
+            raise SpecError(f"{origin}: sweep.{key}: not a {workload} parameter; allowed: {allowed}, profile.*")
+    try:
+        for point in expand(spec):
+            model.model_validate(point.params_dict)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, f"{origin}: params", model)) from None

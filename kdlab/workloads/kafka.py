@@ -13,12 +13,11 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from kdlab.engines import make_engine
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
-from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error, is_variant_axis
+from kdlab.spec import ExperimentSpec, Point, validate_points
 
 PERCENTILES = {"p50": 50, "p99": 99, "p999": 99.9}
 
@@ -59,19 +58,7 @@ class KafkaWorkload:
     name = "kafka"
 
     def validate_spec(self, spec: ExperimentSpec, origin: str) -> None:
-        for key in spec.sweep:
-            if key in ("profile", "variant") or key.startswith("profile."):
-                continue
-            if is_variant_axis(spec.sweep[key]):
-                continue  # its mappings' keys are checked with the points below
-            if key not in KafkaParams.model_fields:
-                allowed = ", ".join(KafkaParams.model_fields)
-                raise SpecError(f"{origin}: sweep.{key}: not a kafka parameter; allowed: {allowed}, profile.*")
-        try:
-            for point in expand(spec):
-                KafkaParams.model_validate(point.params_dict)
-        except ValidationError as err:
-            raise SpecError(format_validation_error(err, f"{origin}: params", KafkaParams)) from None
+        validate_points(spec, origin, KafkaParams, "kafka")
 
     def run_point(self, point: Point) -> list[dict[str, Any]]:
         p = KafkaParams.model_validate(point.params_dict)

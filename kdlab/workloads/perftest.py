@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kdlab.datapaths.perftest import HALF_RTT_TESTS, PerftestConfig, merge_bandwidth, roles
 from kdlab.engines import make_engine
 from kdlab.perftest_report import bandwidth_stats, latency_stats
-from kdlab.spec import ExperimentSpec, Point, SpecError, expand, format_validation_error, is_variant_axis
+from kdlab.spec import ExperimentSpec, Point, validate_points
 
 #: perftest's largest message (``MAX_SIZE``, 8 MiB).
 MAX_SIZE = 8 * 1024 * 1024
@@ -40,19 +40,7 @@ class PerftestWorkload:
     name = "perftest"
 
     def validate_spec(self, spec: ExperimentSpec, origin: str) -> None:
-        for key in spec.sweep:
-            if key == "profile" or key.startswith("profile."):
-                continue
-            if is_variant_axis(spec.sweep[key]):
-                continue  # its mappings' keys are checked with the points below
-            if key not in PerftestParams.model_fields:
-                allowed = ", ".join(PerftestParams.model_fields)
-                raise SpecError(f"{origin}: sweep.{key}: not a perftest parameter; allowed: {allowed}, profile.*")
-        try:
-            for point in expand(spec):
-                PerftestParams.model_validate(point.params_dict)
-        except ValidationError as err:
-            raise SpecError(format_validation_error(err, f"{origin}: params", PerftestParams)) from None
+        validate_points(spec, origin, PerftestParams, "perftest")
 
     def run_point(self, point: Point) -> list[dict[str, Any]]:
         p = PerftestParams.model_validate(point.params_dict)
