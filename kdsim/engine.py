@@ -166,7 +166,6 @@ class SimEngine:
                 st.waiting_for = ""
                 value = block.resume(st)
         if st.debt:
-            st.busy_ns += 0.0
             yield self.env.timeout(st.debt)
             st.debt = 0.0
         st.done = True
