@@ -174,8 +174,9 @@ class SendWR:
     def copy(self) -> SendWR:
         """A snapshot, as ``ibv_post_send`` copies the request into the send queue."""
         new = object.__new__(SendWR)
-        for name in SendWR.__slots__:
-            setattr(new, name, getattr(self, name))
+        new.wr_id, new.opcode, new._sg_list, new.length = self.wr_id, self.opcode, self._sg_list, self.length
+        new.remote_addr, new.rkey, new.imm_data = self.remote_addr, self.rkey, self.imm_data
+        new.compare_add, new.swap, new.signaled, new.inline = self.compare_add, self.swap, self.signaled, self.inline
         return new
 
     def __repr__(self) -> str:
