@@ -37,6 +37,8 @@ def main() -> None:
 @click.option("--figures-dir", default="paper_figures", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True, help="draw the spec's figure")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@click.option("--executor", default=None, help="dask://HOST:PORT to run the sweep on a Dask cluster (default: local)")
+@click.option("--recompute", is_flag=True, help="ignore results already computed for these points")
 def run(
     specs: tuple[str, ...],
     engine: str | None,
@@ -45,14 +47,21 @@ def run(
     figures_dir: str,
     figures: bool,
     quiet: bool,
+    executor: str | None,
+    recompute: bool,
 ) -> None:
-    """Run experiment SPECS (YAML files): sweep, write results, draw figures."""
+    """Run experiment SPECS (YAML files): sweep, write results, draw figures.
+
+    Points already in RESULTS_DIR (same config, seed and code) are not computed again; a sweep
+    that was interrupted resumes where it stopped.
+    """
     from kdlab.runner import SweepFailed, run_experiment
 
     failed = False
     for spec in _specs(specs, engine):
         try:
-            df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet)
+            df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet,
+                                executor=executor, recompute=recompute, log=click.echo)  # fmt: skip
         except SweepFailed as err:
             click.echo(str(err), err=True)
             df, failed = err.frame, True

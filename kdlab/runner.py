@@ -1,10 +1,13 @@
 """The runner: one sweep loop for the library, the CLI and notebooks.
 
-``run_experiment(spec)`` expands a spec into points, runs them on a local process pool
-(parallel sweep points, never a split single run) with a progress bar, stamps every
-row with the common schema columns, writes the rows as one Parquet part, and returns
-them as a DataFrame. A failed point is reported with its config and error and does not
-sink the rest of the sweep; :class:`SweepFailed` is raised at the end if any failed.
+``run_experiment(spec)`` expands a spec into points, skips the points whose results are
+already in ``results/`` (each point is keyed by a hash of its full config and the code
+version), runs the rest in parallel (a local process pool, or a Dask cluster: pass
+``executor="dask://HOST:PORT"`` or a ``distributed.Client``) with a progress bar,
+stamps every row with the common schema columns, writes them as Parquet parts as it
+goes (so a killed sweep resumes where it stopped), and returns all rows as a
+DataFrame. A failed point is reported with its config and error and does not sink the
+rest; :class:`SweepFailed` is raised at the end if any failed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kdlab.engines import profile_fingerprint
-from kdlab.results import write_part
+from kdlab.results import read_results, write_part
 from kdlab.schema import SCHEMA_VERSION, code_version, git_commit
 from kdlab.spec import ExperimentSpec, Point, expand, load_spec
 
@@ -88,36 +91,65 @@ def default_workers() -> int:
 
 
 def run_points(
-    points: list[Point], *, workers: int | None = None, progress: bool = True, desc: str = "sweep"
+    points: list[Point],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "sweep",
+    executor: Any = None,
+    on_rows: Any = None,
 ) -> tuple[list[dict[str, Any]], list[PointFailure]]:
-    """Run points on a local process pool; rows come back in point order."""
+    """Run points in parallel; rows come back in point order.
+
+    ``executor``: None or ``"local"`` for a process pool of ``workers``; a
+    ``distributed.Client`` or ``"dask://HOST:PORT"`` for a Dask cluster. ``on_rows(rows)``
+    is called with each finished point's rows (the runner writes them as it goes).
+    """
     version = code_version()
-    workers = default_workers() if workers is None else workers
     results: list[list[dict[str, Any]]] = [[] for _ in points]
     failures: list[PointFailure] = []
     bar = tqdm(total=len(points), desc=desc, unit="pt", disable=not progress, leave=True)
+
+    def done(i: int, rows: list[dict[str, Any]], err: str | None) -> None:
+        results[i] = rows
+        if err:
+            failures.append(PointFailure(points[i], err))
+        elif on_rows is not None:
+            on_rows(rows)
+        bar.update()
+
     try:
-        if workers <= 1 or len(points) <= 1:
+        if executor is not None and executor != "local":
+            _run_on_dask(points, version, executor, done)
+        elif (default_workers() if workers is None else workers) <= 1 or len(points) <= 1:
             for i, point in enumerate(points):
-                rows, err = _run_point_safe(point, version)
-                results[i] = rows
-                if err:
-                    failures.append(PointFailure(point, err))
-                bar.update()
+                done(i, *_run_point_safe(point, version))
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(points))) as pool:
+            n = default_workers() if workers is None else workers
+            with ProcessPoolExecutor(max_workers=min(n, len(points))) as pool:
                 futures = {pool.submit(_run_point_safe, p, version): i for i, p in enumerate(points)}
                 for fut in as_completed(futures):
-                    i = futures[fut]
-                    rows, err = fut.result()
-                    results[i] = rows
-                    if err:
-                        failures.append(PointFailure(points[i], err))
-                    bar.update()
+                    done(futures[fut], *fut.result())
     finally:
         bar.close()
     failures.sort(key=lambda f: points.index(f.point))
     return [row for rows in results for row in rows], failures
+
+
+def _run_on_dask(points: list[Point], version: str, executor: Any, done: Any) -> None:
+    from distributed import Client
+    from distributed import as_completed as dask_completed
+
+    own = isinstance(executor, str)
+    client = Client(executor.removeprefix("dask://")) if own else executor
+    try:
+        futures = client.map(_run_point_safe, points, version=version, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in dask_completed(futures):
+            done(index[fut.key], *fut.result())
+    finally:
+        if own:
+            client.close()
 
 
 def run_experiment(
@@ -127,20 +159,61 @@ def run_experiment(
     workers: int | None = None,
     results_dir: str | Path | None = "results",
     progress: bool = True,
+    executor: Any = None,
+    recompute: bool = False,
+    log: Any = None,
 ) -> pd.DataFrame:
-    """Run a spec's sweep; write one Parquet part to ``results_dir`` (unless None)."""
+    """Run a spec's sweep, computing only the points not already in ``results_dir``."""
     if not isinstance(spec, ExperimentSpec):
         spec = load_spec(spec, engine=engine)
     elif engine is not None and engine != spec.engine:
         spec = spec.model_copy(update={"engine": engine})
     points = expand(spec)
-    rows, failures = run_points(points, workers=workers, progress=progress, desc=spec.name)
-    if results_dir is not None:
-        write_part(rows, results_dir, spec.name)
-    frame = pd.DataFrame(rows)
+    version = code_version()
+    cached: dict[str, list[dict[str, Any]]] = {}
+    if results_dir is not None and not recompute and (Path(results_dir) / spec.name).is_dir():
+        old = read_results(results_dir, spec.name)
+        if len(old):
+            wanted = {p.key(version) for p in points}
+            for row in old[old["point_key"].isin(wanted)].to_dict("records"):
+                cached.setdefault(row["point_key"], []).append(row)
+    todo = [p for p in points if p.key(version) not in cached]
+    say = log if log is not None else (lambda msg: tqdm.write(msg) if progress else None)
+    if cached:
+        say(f"{spec.name}: {len(points) - len(todo)} of {len(points)} points already computed; computing {len(todo)}")
+    writer = _PartWriter(results_dir, spec.name) if results_dir is not None else None
+    rows, failures = run_points(todo, workers=workers, progress=progress and bool(todo), desc=spec.name,
+                                executor=executor, on_rows=writer.add if writer else None)  # fmt: skip
+    if writer is not None:
+        writer.flush()
+    new = {}
+    for row in rows:
+        new.setdefault(row["point_key"], []).append(row)
+    ordered = [r for p in points for r in (cached.get(p.key(version)) or new.get(p.key(version), []))]
+    frame = pd.DataFrame(ordered)
     if failures:
         raise SweepFailed(failures, frame)
     return frame
+
+
+class _PartWriter:
+    """Writes finished points' rows as Parquet parts every few seconds, so an interrupted sweep resumes."""
+
+    def __init__(self, results_dir: str | Path, experiment: str, every_s: float = 5.0) -> None:
+        self.results_dir, self.experiment, self.every_s = results_dir, experiment, every_s
+        self.pending: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.extend(rows)
+        if time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            write_part(self.pending, self.results_dir, self.experiment)
+        self.pending = []
+        self.last = time.monotonic()
 
 
 def run_many(specs: Iterable[ExperimentSpec], **kwargs: Any) -> dict[str, pd.DataFrame]:

@@ -47,9 +47,18 @@ def git_commit() -> str:
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=5, check=True,
         )  # fmt: skip
+        diff = subprocess.run(
+            ["git", "-C", str(root), "diff", "HEAD", "--", "kdlab", "kdsim", "kdreal"],
+            capture_output=True, timeout=10, check=True,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    if not dirty.stdout.strip():
+        return out.stdout.strip()
+    # uncommitted changes: the hash of the code diff keeps cached results apart per working tree
+    import hashlib
+
+    return f"{out.stdout.strip()}+dirty-{hashlib.sha256(diff.stdout).hexdigest()[:8]}"
 
 
 def code_version() -> str:
