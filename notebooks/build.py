@@ -1,0 +1,175 @@
+"""Write the notebooks in this folder from their cell sources (kept here, reviewable as code).
+
+    .venv/bin/python notebooks/build.py
+
+Each notebook starts with a cell tagged ``parameters`` (papermill's convention), ends by
+asserting something about its own output, and is executed by ``tests/test_notebooks.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).parent
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    "01-quickstart.ipynb": [
+        ("md", "# kdlab quick start\nOne simulated perftest run and one Kafka run, each a pandas row, and a plot."),
+        ("param", 'RESULTS_DIR = "../results"\nPROFILE = "cx4-edr-100g"'),
+        (
+            "code",
+            "from kdlab.runner import run_experiment\n"
+            "lat = run_experiment({'name': 'nb-quickstart-lat', 'workload': 'perftest', 'profile': PROFILE,\n"
+            "                      'params': {'test': 'send_lat', 'iterations': 200},\n"
+            "                      'sweep': {'size': {'pow2': [2, 65536]}}}, results_dir=RESULTS_DIR)\n"
+            "lat[['size', 't_typical_us', 't_p99_us']]",
+        ),
+        (
+            "code",
+            "ax = lat.plot(x='size', y='t_typical_us', logx=True, logy=True, marker='o', title='ib_send_lat (sim)')\n"
+            "ax.set_xscale('log', base=2)",
+        ),
+        (
+            "code",
+            "kd = run_experiment({'name': 'nb-quickstart-kafka', 'workload': 'kafka', 'profile': PROFILE,\n"
+            "                     'params': {'record_bytes': 1024, 'records_per_producer': 3000, 'consumers': 1,\n"
+            "                                'segment_bytes': 4194304},\n"
+            "                     'sweep': {'system': ['kafka', 'osu', 'kafkadirect']}}, results_dir=RESULTS_DIR)\n"
+            "kd[['system', 'produce_mb_per_s', 'ack_latency_p50_us', 'e2e_latency_p50_us', 'delivery_ok']]",
+        ),
+        (
+            "code",
+            "assert kd.delivery_ok.all()\n"
+            "assert lat.t_typical_us.is_monotonic_increasing\n"
+            "assert kd.set_index('system').produce_mb_per_s['kafkadirect'] > kd.set_index('system').produce_mb_per_s['kafka']",
+        ),
+    ],
+    "02-classic-sweeps.ipynb": [
+        (
+            "md",
+            "# The classic sweeps: batch size, fetch size, slot polling interval\n"
+            "KafkaDirect against Kafka; change the parameters below and re-run (finished points come from the cache).",
+        ),
+        (
+            "param",
+            'RESULTS_DIR = "../results"\nPROFILE = "cx4-edr-100g"\nBATCH_SIZES = [1024, 16384, 262144]\n'
+            "FETCH_SIZES = [2048, 65536, 1048576]\nSLOT_POLL_US = [2, 20, 200]\nBYTES = 2_000_000",
+        ),
+        (
+            "code",
+            "import matplotlib.pyplot as plt\nfrom kdlab.runner import run_experiment\n"
+            "variants = [{'variant': 'Kafka', 'system': 'kafka'}, {'variant': 'KafkaDirect', 'system': 'kafkadirect'}]\n"
+            "base = {'segment_bytes': 16777216}",
+        ),
+        (
+            "code",
+            "batch = run_experiment({'name': 'nb-batch', 'workload': 'kafka', 'profile': PROFILE,\n"
+            "    'params': {**base, 'record_bytes': 256, 'bytes_per_producer': BYTES},\n"
+            "    'sweep': {'variant': variants, 'batch_bytes': BATCH_SIZES}}, results_dir=RESULTS_DIR)\n"
+            "fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))\n"
+            "for v, g in batch.groupby('variant'):\n"
+            "    axs[0].plot(g.batch_bytes, g.produce_mb_per_s, 'o-', label=v)\n"
+            "    axs[1].plot(g.batch_bytes, g.ack_latency_p50_us, 'o-', label=v)\n"
+            "for ax, y in zip(axs, ['MB/s', 'ack p50 [us]']):\n"
+            "    ax.set_xscale('log', base=2); ax.set_xlabel('batch.size [B]'); ax.set_ylabel(y); ax.legend()",
+        ),
+        (
+            "code",
+            "fetch = run_experiment({'name': 'nb-fetch', 'workload': 'kafka', 'profile': PROFILE,\n"
+            "    'params': {**base, 'record_bytes': 1024, 'bytes_per_producer': BYTES, 'consumers': 1,\n"
+            "               'consume_after_produce': True},\n"
+            "    'sweep': {'variant': variants, 'fetch_bytes': FETCH_SIZES}}, results_dir=RESULTS_DIR)\n"
+            "fetch.pivot_table(index='fetch_bytes', columns='variant', values='consume_records_per_s').plot(\n"
+            "    logx=True, marker='o', ylabel='records/s', title='catch-up consumer throughput')",
+        ),
+        (
+            "code",
+            "slots = run_experiment({'name': 'nb-slot-poll', 'workload': 'kafka', 'profile': PROFILE,\n"
+            "    'params': {**base, 'system': 'kafkadirect', 'record_bytes': 1024, 'batch_bytes': 1, 'max_in_flight': 1,\n"
+            "               'records_per_producer': 500, 'consumers': 1},\n"
+            "    'sweep': {'slot_poll_us': SLOT_POLL_US}}, results_dir=RESULTS_DIR)\n"
+            "slots.plot(x='slot_poll_us', y=['e2e_latency_p50_us', 'e2e_latency_p99_us'], logx=True, marker='o')",
+        ),
+        (
+            "code",
+            "assert batch.delivery_ok.all() and fetch.delivery_ok.all() and slots.delivery_ok.all()\n"
+            "lat = slots.set_index('slot_poll_us').e2e_latency_p50_us\n"
+            "assert lat.iloc[-1] > lat.iloc[0]  # polling less often costs latency",
+        ),
+    ],
+    "03-paper-results.ipynb": [
+        (
+            "md",
+            "# KafkaDirect's claims\nThe headline table `kdlab reproduce` writes, from the results in `RESULTS_DIR`.",
+        ),
+        ("param", 'RESULTS_DIR = "../results"\nRUN_MISSING = True'),
+        (
+            "code",
+            "from pathlib import Path\nfrom kdlab.headline import headline\nfrom kdlab.runner import run_experiment\n"
+            "if RUN_MISSING:\n"
+            "    for name in ['kafka-produce', 'kafka-produce-latency', 'kafka-consume', 'kafka-consume-latency',\n"
+            "                 'kafka-replication']:\n"
+            "        run_experiment(Path('../experiments') / f'{name}.yaml', results_dir=RESULTS_DIR, progress=False)\n"
+            "table = headline(RESULTS_DIR)\ntable",
+        ),
+        ("code", "assert len(table) == 5 and table.model.notna().all()"),
+    ],
+    "04-sim-vs-measured.ipynb": [
+        (
+            "md",
+            "# Simulated vs measured\nCalibrate a profile on measured perftest points (from `kdreal.measure`) and "
+            "compare the held-out points. The measurements shipped here come from the Soft-RoCE testbed.",
+        ),
+        (
+            "param",
+            'MEASURED = "../results/measured/perftest-tools.csv"\nFIT = ["nic.pipeline_ns", "link.data_rate_gbps"]\n'
+            'FIT_ON = ["write_lat 2 B", "write_bw 65536 B"]',
+        ),
+        (
+            "code",
+            "import pandas as pd\nfrom kdsim.fit import Measurement, fit_profile\nfrom kdsim.profile import load_profile\n"
+            "df = pd.read_csv(MEASURED)\n"
+            "points = [Measurement(r.test, int(r.size), float(r.t_typical_us if r.test.endswith('_lat') else r.bw_avg_gbps))\n"
+            "          for r in df.itertuples()]\n"
+            "result = fit_profile(load_profile('cx4-edr-100g'), points, FIT, FIT_ON, 'notebook-fit')\n"
+            "table = pd.DataFrame(result.table)\ntable",
+        ),
+        (
+            "code",
+            "ax = table.plot.scatter(x='measured', y='simulated', loglog=True, c=table.role.eq('fit').map({True: 'C1', False: 'C0'}))\n"
+            "lim = [table[['measured', 'simulated']].min().min(), table[['measured', 'simulated']].max().max()]\n"
+            "ax.plot(lim, lim, 'k--', lw=1)",
+        ),
+        (
+            "code",
+            "fit = table[table.role == 'fit']\nassert (fit.error_pct.abs() < 5).all()  # the fit points are matched",
+        ),
+    ],
+}
+
+
+def build() -> list[Path]:
+    out = []
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook()
+        for kind, src in cells:
+            if kind == "md":
+                nb.cells.append(new_markdown_cell(src))
+            else:
+                cell = new_code_cell(src)
+                if kind == "param":
+                    cell.metadata["tags"] = ["parameters"]
+                nb.cells.append(cell)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = HERE / name
+        nbformat.write(nb, path)
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    for p in build():
+        print(p)
