@@ -36,8 +36,10 @@ def main() -> None:
             row = run_tool(ToolRun(test, args.size, args.iterations, port=18515 + i))[0]
             tool.append(row["bw_avg_gbps"])
         a, b = statistics.median(ours), statistics.median(tool)
-        print(f"{test} {args.size} B: kdreal {a:.3f} Gb/s, ib_{test} {b:.3f} Gb/s, ratio {a / b:.2f} "
-              f"(goal >= 0.8; median of {args.repeat})")
+        print(
+            f"{test} {args.size} B: kdreal {a:.3f} Gb/s, ib_{test} {b:.3f} Gb/s, ratio {a / b:.2f} "
+            f"(goal >= 0.8; median of {args.repeat})"
+        )
 
 
 if __name__ == "__main__":

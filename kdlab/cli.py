@@ -326,5 +326,29 @@ def omb(workload: str, system: str, profile: str, out: str | None) -> None:
         click.echo(f"wrote {out}")
 
 
+@main.command()
+@click.argument("sql")
+@click.option("--results-dir", default="results", show_default=True)
+def query(sql: str, results_dir: str) -> None:
+    """Run SQL (DuckDB) over the result tables: each experiment is a view named after it.
+
+    Example: kdlab query "select variant, record_bytes, produce_mb_per_s from \"kafka-produce\" order by 2"
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir() and any(p.glob("part-*.parquet"))):
+        glob = str(folder / "part-*.parquet").replace("'", "''")
+        con.execute(
+            f'create view "{folder.name}" as select * exclude (rn) from (select *, row_number() over '
+            f'(partition by config_json, "row" order by created_utc desc) as rn '
+            f"from read_parquet('{glob}', union_by_name=true)) where rn = 1"  # newest rows per point config
+        )
+    try:
+        click.echo(con.sql(sql).df().to_string(index=False))
+    except duckdb.Error as err:
+        raise click.ClickException(str(err)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

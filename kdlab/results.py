@@ -2,7 +2,7 @@
 
 Each run of a sweep appends one part file. A part is written to a temporary name in
 the same directory and renamed into place, so an interrupted or failed run leaves
-no partial file. Readers see the union of the parts (the newest row per point key),
+no partial file. Readers see the union of the parts (the newest rows per point config),
 so ``pandas.read_parquet("results/<experiment>")`` and DuckDB's
 ``read_parquet('results/*/*.parquet')`` both work directly.
 """
@@ -40,7 +40,7 @@ def write_part(rows: list[dict[str, Any]], results_dir: str | Path, experiment: 
 
 
 def read_results(results_dir: str | Path = "results", experiment: str | None = None) -> pd.DataFrame:
-    """All rows of one experiment (or all), the newest row per point key and row index."""
+    """All rows of one experiment (or all): per point config, the newest computation's rows."""
     root = Path(results_dir)
     folders = [root / experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
     parts = [f for folder in folders if folder.is_dir() for f in sorted(folder.glob("part-*.parquet"))]
@@ -48,5 +48,5 @@ def read_results(results_dir: str | Path = "results", experiment: str | None = N
         return pd.DataFrame()
     frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     frame = frame.sort_values("created_utc", kind="stable")
-    key = ["point_key", "row"] if "row" in frame.columns else ["point_key"]
+    key = ["config_json", "row"] if "row" in frame.columns else ["config_json"]
     return frame.drop_duplicates(key, keep="last").reset_index(drop=True)

@@ -44,3 +44,18 @@ def test_rerun_computes_nothing_and_interrupted_sweep_resumes(tmp_path) -> None:
     assert messages == ["resume: 4 of 8 points already computed; computing 4"]
     assert len(full) == 8
     assert not list(tmp_path.glob("*/.part-*"))  # no partial files left
+
+
+def test_results_can_be_queried_with_duckdb(tmp_path) -> None:
+    pytest.importorskip("duckdb")
+    from click.testing import CliRunner
+
+    from kdlab.cli import main
+
+    run_experiment(SPEC, workers=1, results_dir=tmp_path, progress=False)
+    run_experiment(SPEC, workers=1, results_dir=tmp_path, progress=False, recompute=True)  # a second part
+    sql = 'select test, count(*) as n from "dask-check" group by test order by test'
+    out = CliRunner().invoke(main, ["query", sql, "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    lines = out.output.split("\n")
+    assert "read_bw" in lines[1] and lines[1].split()[-1] == "4"  # the newest rows only, per point config
