@@ -126,5 +126,5 @@ class Fabric:
         ACKs are coalesced by RC NICs and tiny, so they take time on the wire but
         are not queued behind data (a stated simplification).
         """
-        path = self._paths[src, dst]
+        path = self.path(src, dst)
         return when + self.wire.first_packet_ns(0, extra) * len(path.hops) + sum(path.hop_latency_ns)

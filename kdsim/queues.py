@@ -52,7 +52,7 @@ class Waiter:
 class SimCq:
     """A completion queue: a heap of (visible time, sequence, completion)."""
 
-    __slots__ = ("entries", "env", "handle", "overflowed", "seq", "waiter")
+    __slots__ = ("entries", "env", "handle", "seq", "waiter")
 
     def __init__(self, handle: CompletionQueue, env: simpy.Environment) -> None:
         self.handle = handle
@@ -60,12 +60,9 @@ class SimCq:
         self.entries: list[tuple[float, int, WorkCompletion]] = []
         self.seq = count()
         self.waiter: Waiter | None = None
-        self.overflowed = False
 
     def push(self, when: float, wc: WorkCompletion) -> None:
         heapq.heappush(self.entries, (when, next(self.seq), wc))
-        if len(self.entries) > self.handle.depth:
-            self.overflowed = True
         if self.waiter is not None:
             self.waiter.wake_at(self.env, when)
 

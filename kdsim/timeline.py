@@ -87,12 +87,6 @@ class Timeline:
                 return start, end
         return None
 
-    def forget_before(self, now: float) -> None:
-        """Drop idle gaps that ended before ``now``: no job can arrive in the past."""
-        gaps = self.gaps
-        if gaps and gaps[0][1] <= now:
-            self.gaps = [g for g in gaps if g[1] > now]
-
 
 class ServerPool:
     """``k`` identical servers (a NIC's processing units); a key pins a job to one.
@@ -109,10 +103,6 @@ class ServerPool:
     def reserve(self, key: int, arrival: float, duration: float) -> tuple[float, float]:
         servers = self.servers
         return servers[key % len(servers)].reserve(arrival, duration)
-
-    def forget_before(self, now: float) -> None:
-        for s in self.servers:
-            s.forget_before(now)
 
     @property
     def busy_ns(self) -> float:

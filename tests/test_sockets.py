@@ -72,10 +72,12 @@ def test_a_large_message_takes_its_wire_time_plus_the_stack_latency() -> None:
 
 
 def _producer(n: int):
+    put_at = []
     for i in range(n):
         yield Sleep(1000.0)
         yield QueuePut("q", i, capacity=2)
-    return None
+        put_at.append((yield Clock()))
+    return put_at
 
 
 def _consumer(n: int):
@@ -93,6 +95,9 @@ def test_queue_is_fifo_and_bounded() -> None:
     assert items == list(range(10))
     times = [t for _, t in out["c"]]
     assert times[0] >= 1000.0  # not before it was put
+    # Bounded: unbounded, item 9 would be put at 10 us; with room for 2 it waits for the
+    # consumer, which takes one item per 5 us, so it goes in only after the 7th take.
+    assert out["p"][9] >= times[7] > 30_000.0
 
 
 def _waiter():
