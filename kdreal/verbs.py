@@ -35,6 +35,7 @@ from kdlab.verbs import (
     SendWR,
     WorkCompletion,
 )
+from kdreal.host import gil_friendly_pause
 from kdreal.wrs import WrCache, to_work_completion
 
 #: max_inline_data values tried, largest first, to find the device's limit.
@@ -95,6 +96,8 @@ class Verbs:
         self._psn: dict[int, int] = {}
         self._info: DeviceInfo | None = None
         self._wrs = WrCache()
+        #: Several role threads share this process: busy loops let the others run.
+        self.shared = False
 
     # --- the device ---------------------------------------------------------------
 
@@ -306,29 +309,35 @@ class Verbs:
         n, wcs = self._cq(cq).cq.poll(max_entries)
         return [to_work_completion(wc) for wc in wcs] if n else []
 
-    def wait_cq(self, cq: CompletionQueue, max_entries: int, mode: str) -> list[WorkCompletion]:
+    def wait_cq(
+        self, cq: CompletionQueue, max_entries: int, mode: str, timeout_s: float | None = -1.0
+    ) -> list[WorkCompletion]:
         """Spin (``busy``) or sleep on the completion channel (``event``) until a completion arrives.
 
         Event mode arms the CQ, re-polls (a completion may have landed before it was
         armed), then waits for the channel's file descriptor with ``select`` so that
         the timeout holds, and reads and acknowledges the event. Should the
         descriptor not have been found, ``get_cq_event`` blocks without a timeout.
+        ``timeout_s`` overrides the role's time limit (None: wait as long as the run).
         """
         entry = self._cq(cq)
         pcq = entry.cq
         n, wcs = pcq.poll(max_entries)
         if n:
             return [to_work_completion(wc) for wc in wcs]
-        deadline = time.monotonic() + self.timeout_s
+        limit = self.timeout_s if timeout_s is not None and timeout_s < 0 else timeout_s
+        deadline = float("inf") if limit is None else time.monotonic() + limit
         if mode == "busy":
             spins = 0
+            pause, shared = gil_friendly_pause, self.shared
             while True:
                 n, wcs = pcq.poll(max_entries)
                 if n:
                     return [to_work_completion(wc) for wc in wcs]
                 spins += 1
+                pause(shared)
                 if spins % _SPIN_CHECK == 0 and time.monotonic() > deadline:
-                    raise TimeoutError(f"WaitCq: no completion on CQ {cq.cq_id} within {self.timeout_s} s")
+                    raise TimeoutError(f"WaitCq: no completion on CQ {cq.cq_id} within {limit} s")
         if mode != "event":
             raise ValueError(f"WaitCq.mode must be 'busy' or 'event', got {mode!r}")
         while True:
@@ -336,9 +345,11 @@ class Verbs:
             n, wcs = pcq.poll(max_entries)  # a completion may have landed before the CQ was armed
             if n:
                 return [to_work_completion(wc) for wc in wcs]
-            left = deadline - time.monotonic()
-            if entry.fd is not None and (left <= 0 or not select.select([entry.fd], [], [], left)[0]):
-                raise TimeoutError(f"WaitCq(event): no completion event on CQ {cq.cq_id} within {self.timeout_s} s")
+            left = None if limit is None else deadline - time.monotonic()
+            if entry.fd is not None and (
+                (left is not None and left <= 0) or not select.select([entry.fd], [], [], left)[0]
+            ):
+                raise TimeoutError(f"WaitCq(event): no completion event on CQ {cq.cq_id} within {limit} s")
             entry.channel.get_cq_event(pcq)
             pcq.ack_events(1)
             n, wcs = pcq.poll(max_entries)
@@ -371,6 +382,7 @@ class Verbs:
         spins = 0
         while read(n, offset) != value:
             spins += 1
+            gil_friendly_pause(self.shared)
             if spins % _SPIN_CHECK == 0 and time.monotonic() > deadline:
                 raise TimeoutError(f"SpinUntil: MR {handle.lkey} [{offset}:{offset + n}] != {value!r} after "
                                    f"{self.timeout_s} s (last {read(n, offset)!r})")  # fmt: skip

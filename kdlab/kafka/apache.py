@@ -22,16 +22,20 @@ The client side (producer and consumer) is :mod:`kdlab.kafka.clients`.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdlab.kafka.batches import check_batch
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import Clock, Compute, Notify, QueueGet, QueuePut, TcpAccept, TcpListen, TcpRecv, TcpSend, WaitNotify
+from kdlab.program import DatapathError
 
 #: Wire bytes of request and response headers (Kafka 2.x, one topic and partition:
 #: request header ~ 40 B + client id + topic name; response ~ 58 B + topic name).
+_BASE_OFFSET = struct.Struct(">q")
 PRODUCE_REQUEST_OVERHEAD = 68
 PRODUCE_RESPONSE_BYTES = 68
 FETCH_REQUEST_BYTES = 80
@@ -124,9 +128,12 @@ def io_thread(p: KafkaParams, state: BrokerState) -> Any:
 def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any:
     log = state.logs[req.partition]
     size = len(req.data)
-    yield Compute("crc32c", size)  # validate the batch (LogValidator)
-    yield Compute("copy", size)  # append to the page cache
-    entry = log.append(size, req.records, req.data)
+    yield Compute("crc32c", size)  # validate the batch (LogValidator): its CRC and framing
+    if check_batch(req.data) is None:
+        yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
+        return
+    yield Compute("copy", size)  # append to the page cache, with the offsets assigned
+    entry = log.append(size, req.records, _BASE_OFFSET.pack(log.leo) + req.data[8:])
     yield from _data_changed(state)
     ack = ProduceAck(req.partition, entry.base_offset)
     if req.acks == 0:
@@ -233,9 +240,11 @@ def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions:
             _, reply = yield TcpRecv(conn)
             for data in reply.batches:
                 yield Compute("crc32c", len(data))
+                info = check_batch(data)
+                if info is None:
+                    raise DatapathError(f"{state.name}: replica fetch of partition {q} returned a corrupt batch")
                 yield Compute("copy", len(data))
-                records = int.from_bytes(data[57:61], "big")
-                log.append(len(data), records, data)
+                log.append(len(data), info.records, data)
             log.hw = max(log.hw, min(reply.hw, log.leo))
     # one last fetch tells the leader our final log end, so its high watermark completes
     for q in partitions:

@@ -28,6 +28,7 @@ _IDS = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence at offse
 _IDS_OFFSET = 43
 _COUNT = struct.Struct(">i")  # records count at offset 57
 _LENGTH = struct.Struct(">i")  # batchLength at offset 8
+_OFFSET = struct.Struct(">q")  # baseOffset at offset 0
 
 
 class BatchFactory:
@@ -51,6 +52,10 @@ class BatchFactory:
         struct.pack_into(">I", buf, CRC_OFFSET, crc32c(memoryview(buf)[ATTRIBUTES_OFFSET:]))
         return bytes(buf)
 
+    def crc(self, producer_id: int, base_sequence: int, timestamp: int) -> int:
+        """The CRC-32C of the batch :meth:`make` builds: it covers every byte after the CRC field."""
+        return struct.unpack_from(">I", self.make(producer_id, base_sequence, timestamp), CRC_OFFSET)[0]
+
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
@@ -59,6 +64,8 @@ class BatchInfo:
     base_sequence: int
     records: int
     timestamp: int
+    base_offset: int = -1
+    crc: int = 0
 
 
 def check_batch(buf: bytes | bytearray | memoryview, pos: int = 0, limit: int | None = None) -> BatchInfo | None:
@@ -84,4 +91,5 @@ def check_batch(buf: bytes | bytearray | memoryview, pos: int = 0, limit: int | 
     producer_id, _, base_sequence = _IDS.unpack_from(view, _IDS_OFFSET)
     (count,) = _COUNT.unpack_from(view, 57)
     timestamp, _ = _TIMES.unpack_from(view, _TIMES_OFFSET)
-    return BatchInfo(size, producer_id, base_sequence, count, timestamp)
+    (base_offset,) = _OFFSET.unpack_from(view, 0)
+    return BatchInfo(size, producer_id, base_sequence, count, timestamp, base_offset, crc)

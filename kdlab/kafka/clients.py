@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any
 
 from kdlab.kafka.apache import FETCH_REQUEST_BYTES, PRODUCE_REQUEST_OVERHEAD, Fetch, Produce
-from kdlab.kafka.batches import BatchFactory, check_batch
+from kdlab.kafka.batches import BatchFactory, BatchInfo, check_batch
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import Clock, Compute, Lookup, Publish, Sleep, TcpConnect, TcpRecv, TcpSend
 from kdlab.program import DatapathError
@@ -97,13 +97,19 @@ def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_re
             info = check_batch(data)
             if info is None:
                 raise DatapathError("consumer received a partial batch")
-            delivered.append((info.producer_id, info.base_sequence, info.records))
+            delivered.append(delivery(info))
             e2e_ns.append(now - info.timestamp)
             offset += info.records
             got += info.records
     t_last = yield Clock()
     return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns,
             "t_first_ns": t_first, "t_last_ns": t_last}  # fmt: skip
+
+
+def delivery(info: BatchInfo) -> tuple[int, int, int, int, int, int]:
+    """What a consumer records of a delivered batch: (producer id, base sequence, records, base offset,
+    timestamp, CRC), enough to check exactly-once, order, offsets and content afterwards."""
+    return (info.producer_id, info.base_sequence, info.records, info.base_offset, info.timestamp, info.crc)
 
 
 def wait_for_producers(p: KafkaParams, partition: int) -> Any:

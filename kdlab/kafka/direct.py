@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdlab.kafka.batches import BatchFactory, check_batch
-from kdlab.kafka.clients import wait_for_producers
+from kdlab.kafka.clients import delivery, wait_for_producers
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import (
@@ -58,6 +58,7 @@ from kdlab.ops import (
     WriteMem,
 )
 from kdlab.program import DatapathError, Role
+from kdlab.sendq import SendQueue
 from kdlab.verbs import ATOMIC_BYTES, Opcode, QpCap, RecvWR, SendWR
 
 SLOT_BYTES = 40  # written pos, HW pos, last-stable pos, HW offset, last-stable offset
@@ -87,19 +88,18 @@ class KdBroker:
     name: str
     p: KafkaParams
     logs: dict[int, PartitionLog]
-    producer_qp: dict[int, Any] = field(default_factory=dict)  # producer id -> QP handle
+    producer_sq: dict[int, SendQueue] = field(default_factory=dict)  # producer id -> its QP's send side
     ack_target: dict[int, Any] = field(default_factory=dict)  # producer id -> its ack MR (remote)
     qp_by_num: dict[int, Any] = field(default_factory=dict)
     slot_mr: Any = None
     slot_of: dict[int, list[int]] = field(default_factory=dict)  # partition -> consumer slot indexes
     reading: dict[int, int] = field(default_factory=dict)  # consumer slot -> segment it reads
     produce_slots: Any = None
-    send_cq: Any = None
     commits: int = 0
     seg_slot: dict[int, int] = field(default_factory=dict)  # segment id -> its produce slot index
     leads: set[int] = field(default_factory=set)  # partitions this broker leads
     source: dict[int, str] = field(default_factory=dict)  # QP number -> "producer" | "leader" | follower name
-    peer_qp: dict[str, Any] = field(default_factory=dict)  # other broker -> QP to it
+    peer_sq: dict[str, SendQueue] = field(default_factory=dict)  # other broker -> send side of the QP to it
     peer_ack: dict[str, Any] = field(default_factory=dict)  # other broker -> MR its acks may target
     pushed: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)  # follower -> (partition, end offset)
     delayed: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # acks=all: (last offset, pid, seg)
@@ -215,7 +215,6 @@ def _update_slots(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
 def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any:
     """Set up a QP per producer, then turn receive completions into commit requests."""
     p = state.p
-    state.send_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
     recv_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
     state.slot_mr = yield RegMr(max(1, p.consumers) * SLOT_BYTES)
     if p.produce_mode == "shared":
@@ -228,19 +227,20 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
     # other's peers never wait on each other.
     qps = []
     for pid, peer in producers:
-        qp = yield CreateQp(state.send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
-        qps.append((pid, peer, qp))
+        send_cq = yield CreateCq(QP_DEPTH)  # each QP its own: SendQueue reaps it
+        qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+        qps.append((pid, peer, qp, SendQueue(qp, send_cq, QP_DEPTH, f"{state.name}->{peer}")))
         state.qp_by_num[qp.qp_num] = qp
         yield Publish(
             f"kd.{state.name}.{peer}", (qp.endpoint(), state.slot_mr.remote()) if pid is None else qp.endpoint()
         )
-    for pid, peer, qp in qps:
+    for pid, peer, qp, sq in qps:
         ep, ack_target = yield Lookup(f"kd.{peer}.{state.name}")
         if pid is None:  # another broker: we lead for it, or it leads for us
-            state.peer_qp[peer], state.peer_ack[peer] = qp, ack_target
+            state.peer_sq[peer], state.peer_ack[peer] = sq, ack_target
             state.source[qp.qp_num] = peer
         else:
-            state.producer_qp[pid], state.ack_target[pid] = qp, ack_target
+            state.producer_sq[pid], state.ack_target[pid] = sq, ack_target
             state.source[qp.qp_num] = "producer"
         yield ConnectQp(qp, ep)
         yield PostRecv(qp, [recv] * QP_DEPTH)
@@ -299,7 +299,7 @@ def _ack_producer(state: KdBroker, pid: int, seg_id: int, ack: SendWR) -> Any:
     """The broker's answer to a produce: a zero-length WRITE_WITH_IMM (immediate = segment id)."""
     target = state.ack_target[pid]
     ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg_id
-    yield PostSend(state.producer_qp[pid], ack)
+    yield from state.producer_sq[pid].post(ack)
 
 
 def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
@@ -318,7 +318,7 @@ def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendW
     leader = log.replicas[0]
     target = state.peer_ack[leader]
     ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg.seg_id
-    yield PostSend(state.peer_qp[leader], ack)
+    yield from state.peer_sq[leader].post(ack)
 
 
 def _replica_acked(state: KdBroker, log: PartitionLog, follower: str, ack: SendWR) -> Any:
@@ -368,7 +368,7 @@ def push_thread(state: KdBroker, follower: str) -> Any:
         write.sg_list = (seg.mr.sge(pos, size),)  # zero copy: straight from the leader's segment
         write.remote_addr, write.rkey, write.imm_data = addr + pos, rkey, seg_id
         state.pushed[follower].append((q, end))
-        yield PostSend(state.peer_qp[follower], write)
+        yield from state.peer_sq[follower].post(write)
 
 
 # --- producer ---------------------------------------------------------------------------
@@ -388,6 +388,7 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
     send_cq = yield CreateCq(QP_DEPTH)
     recv_cq = yield CreateCq(QP_DEPTH)
     qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+    sq = SendQueue(qp, send_cq, QP_DEPTH, me)
     yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), ack_mr.remote()))
     yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
     recv = RecvWR(0, [])
@@ -411,10 +412,8 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
         while True:
             if shared:
                 faa.remote_addr, faa.rkey = seg.slot_addr, seg.slot_rkey
-                yield PostSend(qp, faa)
-                done = yield WaitCq(send_cq, 1)
-                if not done[0].ok:
-                    raise DatapathError(f"{me}: reservation failed: {done[0]}")
+                yield from sq.post(faa, signaled=True)
+                yield from sq.wait_for(faa.wr_id)  # raises if the reservation failed
                 old = int.from_bytes((yield ReadMem(buf, ring * size, ATOMIC_BYTES)), "little")
                 pos = old & ((1 << 40) - 1)  # low 40 bits: the byte offset reserved
             if pos + size <= seg.capacity:
@@ -424,7 +423,7 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
             pos = seg.position
         write.sg_list = (buf.sge(slot * size, size),)
         write.remote_addr, write.rkey, write.imm_data = seg.addr + pos, seg.rkey, seg.seg_id
-        yield PostSend(qp, write)
+        yield from sq.post(write)
         pos += size
         in_flight.append(t)
     while in_flight:
@@ -504,7 +503,7 @@ def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_rec
         pos = 0
         while (info := check_batch(data, pos)) is not None:
             yield Compute("copy", info.size)  # the one copy to the application
-            delivered.append((info.producer_id, info.base_sequence, info.records))
+            delivered.append(delivery(info))
             e2e_ns.append(now - info.timestamp)
             got += info.records
             pos += info.size

@@ -24,7 +24,6 @@ from kdlab.ops import (
     CreateQp,
     Lookup,
     PostRecv,
-    PostSend,
     Publish,
     QueuePut,
     ReadMem,
@@ -33,6 +32,7 @@ from kdlab.ops import (
     WriteMem,
 )
 from kdlab.program import DatapathError
+from kdlab.sendq import SendQueue
 from kdlab.verbs import Opcode, QpCap, RecvWR, SendWR
 
 DEPTH = 16  # receive buffers posted per peer
@@ -48,7 +48,7 @@ class Endpoint:
     """One side of a SEND/RECV channel: QP, CQs, a ring of send slots and receive slots."""
 
     qp: Any
-    send_cq: Any
+    sq: SendQueue
     recv_cq: Any
     send_mr: Any
     recv_mr: Any
@@ -62,7 +62,7 @@ class Endpoint:
         off = (self.next_send % DEPTH) * self.slot
         self.next_send += 1
         yield WriteMem(self.send_mr, off, blob)  # Kafka's serialisation into the registered buffer
-        yield PostSend(self.qp, SendWR(0, Opcode.SEND, [self.send_mr.sge(off, len(blob))], signaled=False))
+        yield from self.sq.post(SendWR(0, Opcode.SEND, [self.send_mr.sge(off, len(blob))]))
 
     def take(self, wc: Any) -> Any:
         """Copy a received message out of its buffer (into the heap) and re-post the buffer."""
@@ -72,14 +72,14 @@ class Endpoint:
         return pickle.loads(blob)
 
 
-def _endpoint(p: KafkaParams, me: str, peer: str, send_cq: Any = None, recv_cq: Any = None) -> Any:
+def _endpoint(p: KafkaParams, me: str, peer: str, recv_cq: Any = None) -> Any:
     slot = _slot_bytes(p)
-    send_cq = send_cq or (yield CreateCq(4 * DEPTH))
+    send_cq = yield CreateCq(4 * DEPTH)  # the QP's own: its SendQueue reaps it
     recv_cq = recv_cq or (yield CreateCq(4 * DEPTH))
     qp = yield CreateQp(send_cq, recv_cq, QpCap(4 * DEPTH, DEPTH))
     send_mr = yield RegMr(DEPTH * slot)
     recv_mr = yield RegMr(DEPTH * slot)
-    ep = Endpoint(qp, send_cq, recv_cq, send_mr, recv_mr, slot)
+    ep = Endpoint(qp, SendQueue(qp, send_cq, 4 * DEPTH, f"{me}->{peer}"), recv_cq, send_mr, recv_mr, slot)
     yield PostRecv(qp, [RecvWR(i, [recv_mr.sge(i * slot, slot)]) for i in range(DEPTH)])
     yield Publish(f"osu.{me}.{peer}", qp.endpoint())
     yield ConnectQp(qp, (yield Lookup(f"osu.{peer}.{me}")))
@@ -124,10 +124,9 @@ class Peer:
 def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: list[str]) -> Any:
     """The broker's RDMA network thread: one receive CQ for all clients, requests to the I/O threads."""
     recv_cq = yield CreateCq(4 * DEPTH * max(1, len(clients_)))
-    send_cq = yield CreateCq(4 * DEPTH * max(1, len(clients_)))
     peers: dict[int, Peer] = {}
     for client in clients_:
-        ep = yield from _endpoint(p, state.name, client, send_cq, recv_cq)
+        ep = yield from _endpoint(p, state.name, client, recv_cq)
         peers[ep.qp.qp_num] = Peer(ep.qp.qp_num, ep)
     yield Publish(f"osu.{state.name}.ready", True)
     while True:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdlab.engines import make_engine
+from kdlab.kafka.batches import BatchFactory
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
 from kdlab.spec import ExperimentSpec, Point, validate_points
@@ -32,15 +33,24 @@ def _pcts(prefix: str, samples_ns: list[float]) -> dict[str, float]:
 
 
 def delivery_ok(results: dict[str, Any], p: KafkaParams) -> bool:
-    """Every consumer got each of its partition's batches exactly once, in order per producer."""
+    """Every consumer got each of its partition's batches exactly once, in order per producer.
+
+    Also: offsets run from 0 without gap or overlap in delivery order, and each batch's
+    CRC (which covers every byte after it) is the one its producer computed.
+    """
     per = p.records_per_batch
     n_batches = -(-p.records_total // per)
+    factory = BatchFactory(p.records_per_batch, p.record_bytes)
     for name, out in results.items():
         if not name.startswith("consumer"):
             continue
         q = int(name.removeprefix("consumer")) % p.partitions
         seen: dict[int, list[int]] = defaultdict(list)
-        for producer_id, base_sequence, _ in out["delivered"]:
+        offset = 0
+        for producer_id, base_sequence, records, base_offset, timestamp, crc in out["delivered"]:
+            if base_offset != offset or crc != factory.crc(producer_id, base_sequence, timestamp):
+                return False
+            offset += records
             seen[producer_id].append(base_sequence)
         writers = [i for i in range(p.producers) if i % p.partitions == q]
         if sorted(seen) != writers:

@@ -8,7 +8,22 @@ import time
 
 import pytest
 
-from kdlab.ops import Clock, Compute, Lookup, Publish, Sleep
+from kdlab.ops import (
+    Clock,
+    Compute,
+    Lookup,
+    Notify,
+    Publish,
+    QueueGet,
+    QueuePut,
+    Sleep,
+    TcpAccept,
+    TcpConnect,
+    TcpListen,
+    TcpRecv,
+    TcpSend,
+    WaitNotify,
+)
 from kdlab.program import Role
 from kdreal.engine import RealEngine, RoleError
 from kdreal.rendezvous import RendezvousClient, RendezvousServer
@@ -40,13 +55,78 @@ def test_roles_exchange_values_and_return_results() -> None:
     assert waited_ns >= 20e6
 
 
-def test_each_role_runs_in_its_own_process() -> None:
+def test_roles_of_one_host_share_a_process_and_other_hosts_do_not() -> None:
     def whoami():
         yield Clock()
         return os.getpid()
 
-    out = engine().run([Role("x", "a", whoami), Role("y", "a", whoami)])
-    assert len({out["x"], out["y"], os.getpid()}) == 3
+    out = engine().run([Role("x", "a", whoami), Role("y", "a", whoami), Role("z", "b", whoami)])
+    assert out["x"] == out["y"]
+    assert len({out["x"], out["z"], os.getpid()}) == 3
+
+
+def test_queues_and_notifications_between_threads_of_one_host() -> None:
+    def worker():
+        got = []
+        while (item := (yield QueueGet("jobs"))) is not None:
+            got.append(item)
+        yield Notify("done")
+        return got
+
+    def boss():
+        for i in range(50):
+            yield QueuePut("jobs", i, capacity=4)  # waits for room: the worker must keep taking
+        yield QueuePut("jobs", None)
+        return (yield WaitNotify("done", timeout_ns=5e9))
+
+    out = engine().run([Role("w", "a", worker), Role("b", "a", boss)])
+    assert out == {"w": list(range(50)), "b": True}
+
+
+def test_daemons_are_stopped_when_the_other_roles_finish_and_their_failure_fails_the_run() -> None:
+    def server():
+        while True:
+            yield QueueGet("never")
+
+    def client():
+        yield Sleep(1e6)
+        return "done"
+
+    def failing_daemon():
+        yield Sleep(1e6)
+        raise RuntimeError("daemon broke")
+
+    def slow_client():
+        yield Sleep(3e9)
+
+    assert engine().run([Role("s", "a", server, daemon=True), Role("c", "b", client)]) == {"c": "done"}
+    with pytest.raises(RoleError, match="daemon broke"):
+        engine().run([Role("d", "a", failing_daemon, daemon=True), Role("c", "b", slow_client)])
+
+
+def test_tcp_messages_arrive_whole_and_in_order_between_hosts() -> None:
+    from kdlab.kafka.apache import FetchReply
+
+    def server():
+        listener = yield TcpListen("svc")
+        conn = yield TcpAccept(listener)
+        got = []
+        for _ in range(3):
+            _, msg = yield TcpRecv([conn])
+            got.append(msg)
+        yield TcpSend(conn, FetchReply(0, [b"x" * 100_000, b"yz"], 7, 9), 0, zero_copy=True)
+        return got
+
+    def client():
+        conn = yield TcpConnect("svc")
+        for msg in ("a", {"b": 1}, b"c" * 200_000):
+            yield TcpSend(conn, msg, 0)
+        _, reply = yield TcpRecv(conn)
+        return reply
+
+    out = engine().run([Role("s", "a", server), Role("c", "b", client)])
+    assert out["s"] == ["a", {"b": 1}, b"c" * 200_000]
+    assert out["c"] == FetchReply(0, [b"x" * 100_000, b"yz"], 7, 9)
 
 
 def test_a_failing_role_fails_the_run_with_its_name_and_traceback() -> None:
