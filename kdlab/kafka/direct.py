@@ -101,7 +101,8 @@ class KdBroker:
     source: dict[int, str] = field(default_factory=dict)  # QP number -> "producer" | "leader" | follower name
     peer_sq: dict[str, SendQueue] = field(default_factory=dict)  # other broker -> send side of the QP to it
     peer_ack: dict[str, Any] = field(default_factory=dict)  # other broker -> MR its acks may target
-    pushed: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)  # follower -> (partition, end offset)
+    pushed: dict[tuple[str, int], deque[int]] = field(default_factory=dict)  # (follower, partition) -> end offsets
+    deferred: dict[int, set[int]] = field(default_factory=dict)  # partition -> segments waiting for an earlier seal
     delayed: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # acks=all: (last offset, pid, seg)
 
 
@@ -167,10 +168,31 @@ def control_plane(state: KdBroker, clients: int) -> Any:
 
 
 def _maybe_seal(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
-    """A rolled segment is sealed once every batch that fit in it is committed."""
+    """A rolled segment is sealed once every batch that fit in it is committed.
+
+    Batches that already landed in the next segment were held back until now
+    (offsets follow segment order): wake the partition's handler for them.
+    """
     if seg.final is not None and not seg.sealed and seg.position >= seg.final:
         seg.sealed = True
         yield from _update_slots(state, log, seg)
+        for seg_id in sorted(state.deferred.get(log.partition, ())):
+            yield QueuePut(_handler_queue(state, log.partition), (seg_id, "producer"))
+
+
+def _handler_queue(state: KdBroker, partition: int) -> str:
+    """The queue of the handler thread that owns ``partition``: it commits the partition's segments in order."""
+    return f"{state.name}.h{partition % state.p.handler_threads}"
+
+
+def _committable(log: PartitionLog, seg: Segment) -> bool:
+    """Whether batches in ``seg`` may be committed: every earlier segment of the partition is sealed."""
+    for earlier in log.segments:
+        if earlier is seg:
+            return True
+        if not earlier.sealed:
+            return False
+    return True
 
 
 def _slot_values(log: PartitionLog, seg: Segment) -> tuple[int, int, int, int, int]:
@@ -245,18 +267,23 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
         yield ConnectQp(qp, ep)
         yield PostRecv(qp, [recv] * QP_DEPTH)
     yield Publish(f"kd.{state.name}.ready", True)
-    handlers = p.handler_threads
     while True:
         for wc in (yield WaitCq(recv_cq, 64)):
             if not wc.ok:
                 raise DatapathError(f"broker {state.name}: receive failed: {wc}")
             yield PostRecv(state.qp_by_num[wc.qp_num], recv)
             seg_id = wc.imm_data
-            yield QueuePut(f"{state.name}.h{seg_id % handlers}", (seg_id, state.source[wc.qp_num]))
+            yield QueuePut(_handler_queue(state, seg_id // 1_000_000), (seg_id, state.source[wc.qp_num]))
 
 
 def handler_thread(state: KdBroker, index: int) -> Any:
-    """Commit the batches that landed in this thread's segments, in position order."""
+    """Commit the batches that landed in this thread's partitions' segments, in position and segment order.
+
+    A producer may write into the next segment before the last batches of the full
+    one are committed (another producer's, or its own still being checked). Those
+    wait in ``state.deferred`` until the earlier segment is sealed, so offsets are
+    assigned in log order.
+    """
     queue = f"{state.name}.h{index}"
     ack = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
     while True:
@@ -269,30 +296,40 @@ def handler_thread(state: KdBroker, index: int) -> Any:
         if log.partition not in state.leads:
             yield from _replica_append(state, log, seg, ack)  # the leader pushed into our copy
             continue
-        while seg.position + 12 <= seg.capacity:
-            head = yield ReadMem(seg.mr, seg.position, 12)
-            length = int.from_bytes(head[8:12], "big", signed=True)
-            if length <= 0 or seg.position + 12 + length > seg.capacity:
-                break
-            data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the CRC pass reads every byte
-            info = check_batch(data)
-            if info is None:
-                break
-            yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
-            entry = log.append(info.size, info.records, seg=seg)
-            state.commits += 1
-            replicas = log.replicas[1:]
-            for follower in replicas:  # queue the push of this region (in offset order)
-                yield QueuePut(f"{state.name}.push.{follower}", (log.partition, seg_id, entry.position, entry.size,
+        if not _committable(log, seg):
+            state.deferred.setdefault(log.partition, set()).add(seg_id)
+            continue
+        state.deferred.get(log.partition, set()).discard(seg_id)
+        yield from _commit(state, log, seg, ack)
+
+
+def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
+    """Commit every whole, valid batch from the segment's committed position on."""
+    seg_id = seg.seg_id
+    while seg.position + 12 <= seg.capacity:
+        head = yield ReadMem(seg.mr, seg.position, 12)
+        length = int.from_bytes(head[8:12], "big", signed=True)
+        if length <= 0 or seg.position + 12 + length > seg.capacity:
+            break
+        data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the CRC pass reads every byte
+        info = check_batch(data)
+        if info is None:
+            break
+        yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
+        entry = log.append(info.size, info.records, seg=seg)
+        state.commits += 1
+        replicas = log.replicas[1:]
+        for follower in replicas:  # queue the push of this region (in offset order)
+            yield QueuePut(f"{state.name}.push.{follower}", (log.partition, seg_id, entry.position, entry.size,
                                                                  entry.last_offset + 1))  # fmt: skip
-            if not replicas:
-                log.hw = log.leo
-            yield from _maybe_seal(state, log, seg)
-            yield from _update_slots(state, log, seg)
-            if state.p.acks == -1 and replicas:
-                state.delayed.setdefault(log.partition, []).append((entry.last_offset, info.producer_id, seg_id))
-            else:
-                yield from _ack_producer(state, info.producer_id, seg_id, ack)
+        if not replicas:
+            log.hw = log.leo
+        yield from _maybe_seal(state, log, seg)
+        yield from _update_slots(state, log, seg)
+        if state.p.acks == -1 and replicas:
+            state.delayed.setdefault(log.partition, []).append((entry.last_offset, info.producer_id, seg_id))
+        else:
+            yield from _ack_producer(state, info.producer_id, seg_id, ack)
 
 
 def _ack_producer(state: KdBroker, pid: int, seg_id: int, ack: SendWR) -> Any:
@@ -323,8 +360,8 @@ def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendW
 
 def _replica_acked(state: KdBroker, log: PartitionLog, follower: str, ack: SendWR) -> Any:
     """Leader: a follower holds a pushed region; move the high watermark, release acks=all."""
-    q, end = state.pushed[follower].popleft()
-    log = state.logs[q]
+    q = log.partition
+    end = state.pushed[follower, q].popleft()
     log.follower_leo[follower] = max(log.follower_leo.get(follower, 0), end)
     if not log.advance_hw(len(log.replicas)):
         return
@@ -346,7 +383,8 @@ def push_thread(state: KdBroker, follower: str) -> Any:
     yield Lookup(f"kd.{state.name}.ready")
     remote: dict[int, tuple[int, int]] = {}
     queue = f"{state.name}.push.{follower}"
-    state.pushed[follower] = deque()
+    for q in state.leads:
+        state.pushed[follower, q] = deque()
     write = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
     held = None
     while True:
@@ -367,7 +405,7 @@ def push_thread(state: KdBroker, follower: str) -> Any:
         addr, rkey = remote[seg_id]
         write.sg_list = (seg.mr.sge(pos, size),)  # zero copy: straight from the leader's segment
         write.remote_addr, write.rkey, write.imm_data = addr + pos, rkey, seg_id
-        state.pushed[follower].append((q, end))
+        state.pushed[follower, q].append(end)
         yield from state.peer_sq[follower].post(write)
 
 
