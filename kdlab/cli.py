@@ -240,6 +240,72 @@ def calibrate_anchor(profile: str) -> None:
         click.echo(f"{k}: {v}")
 
 
+@main.command("calibrate-kafka")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--base", default="kdreal-rxe-tcg", show_default=True, help="profile to calibrate (others kept)")
+@click.option("--fit", "params", multiple=True, required=True, help="profile parameter to fit (repeatable)")
+@click.option(
+    "--fit-on",
+    "fit_on",
+    required=True,
+    help='pandas query choosing the fit points, e.g. "batch_bytes in (1024, 65536)"; the rest are held out',
+)
+@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="name of the calibrated profile (default: BASE-fit)")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the calibrated profile YAML here")
+@click.option("--table", type=click.Path(dir_okay=False), help="write the point-by-point table here (CSV)")
+@click.option("--figure", type=click.Path(dir_okay=False), help="write the overlay figure (PATH.png, PATH.pdf)")
+def calibrate_kafka(
+    specs: tuple[str, ...], base: str, params: tuple[str, ...], fit_on: str, results_dir: str, name: str | None,
+    out: str | None, table: str | None, figure: str | None,
+) -> None:  # fmt: skip
+    """Fit kdsim to measured Kafka sweeps (SPECS run with --engine real) and print each point's error.
+
+    Every measured row of each spec's experiment gives one point per metric of the spec's figure (a
+    throughput and a p50 latency). Points matching --fit-on are fitted; all others are held out and
+    predicted with the calibrated profile.
+    """
+    import pandas as pd
+
+    from kdlab.results import read_results
+    from kdsim import fit_kafka
+    from kdsim.profile import ProfileError
+
+    loaded = _specs(specs)
+    metrics: dict[str, list[str]] = {}
+    frames = []
+    for spec in loaded:
+        fig = spec.figure
+        if fig is not None and not isinstance(fig, str):
+            metrics[spec.name] = list(fig.y)
+        frames.append(read_results(results_dir, spec.name))
+    try:
+        measured = fit_kafka.measurements(pd.concat(frames), metrics)
+        chosen = fit_kafka.select(measured, fit_on)
+        result = fit_kafka.fit(base, measured, list(params), chosen, name or f"{base}-fit")
+    except (ValueError, ProfileError) as err:
+        raise click.ClickException(str(err)) from None
+    for p, v in result.values.items():
+        click.echo(f"fitted {p} = {v:.6g}")
+    frame = pd.DataFrame(result.table)
+    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
+        click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    held = frame[frame["role"] == "held out"]["error_pct"].abs()
+    click.echo(f"held out: {len(held)} values, max |error| {held.max():.1f}%, median {held.median():.1f}%, "
+               f"{(held <= 25).mean() * 100:.0f}% within 25%")  # fmt: skip
+    if table:
+        frame.to_csv(table, index=False)
+        click.echo(f"wrote {table}")
+    if out:
+        from kdsim.fit import profile_yaml
+
+        Path(out).write_text(profile_yaml(result, ", ".join(s.name for s in loaded)))
+        click.echo(f"wrote {out}")
+    if figure:
+        for p in fit_kafka.overlay_figure(result, measured, base, figure):
+            click.echo(f"wrote {p}")
+
+
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def testbed(args: tuple[str, ...]) -> None:

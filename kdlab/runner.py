@@ -101,11 +101,14 @@ def run_points(
 ) -> tuple[list[dict[str, Any]], list[PointFailure]]:
     """Run points in parallel; rows come back in point order.
 
-    ``executor``: None or ``"local"`` for a process pool of ``workers``; a
+    ``executor``: None or ``"local"`` for a process pool of ``workers`` (default: one
+    per core, but one in all for measured points, engine ``real``); a
     ``distributed.Client`` or ``"dask://HOST:PORT"`` for a Dask cluster. ``on_rows(rows)``
     is called with each finished point's rows (the runner writes them as it goes).
     """
     version = code_version()
+    # Measured points (engine real) run one at a time: parallel runs would share CPUs and the device.
+    measured = workers is None and any(p.engine == "real" for p in points)
     results: list[list[dict[str, Any]]] = [[] for _ in points]
     failures: list[PointFailure] = []
     bar = tqdm(total=len(points), desc=desc, unit="pt", disable=not progress, leave=True)
@@ -121,7 +124,7 @@ def run_points(
     try:
         if executor is not None and executor != "local":
             _run_on_dask(points, version, executor, done)
-        elif (default_workers() if workers is None else workers) <= 1 or len(points) <= 1:
+        elif (default_workers() if workers is None else workers) <= 1 or len(points) <= 1 or measured:
             for i, point in enumerate(points):
                 done(i, *_run_point_safe(point, version))
         else:

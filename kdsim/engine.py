@@ -104,6 +104,8 @@ class SimEngine:
         self._published: dict[str, Any] = {}
         self._lookups: dict[str, list[simpy.Event]] = {}
         self._states = {r.name: RoleState(r.name, r.host) for r in roles}
+        n_cores = self._host.process_cores
+        self._cores: dict[str, list[float]] = {r.host: [0.0] * n_cores for r in roles} if n_cores else {}
         results: dict[str, Any] = {}
         procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
         workers = [procs[r.name] for r in roles if not r.daemon]
@@ -139,6 +141,7 @@ class SimEngine:
     def _drive(self, role: Role, st: RoleState, results: dict[str, Any]) -> Generator[simpy.Event, Any, None]:
         gen = role.body(**role.args)
         handlers = self._handlers
+        op_ns = self._host.op_ns
         value: Any = None
         exc: BaseException | None = None
         while True:
@@ -154,6 +157,8 @@ class SimEngine:
             if handler is None:
                 exc = TypeError(f"role {role.name!r} yielded {op!r}, which is not an operation of kdlab.ops")
                 continue
+            if op_ns:
+                self._cpu(st, op_ns)
             try:
                 value = handler(self, op, st)
             except (VerbsError, ValueError, KeyError) as err:
@@ -173,8 +178,19 @@ class SimEngine:
     # --- time ---------------------------------------------------------------------
 
     def _cpu(self, st: RoleState, ns: float) -> None:
-        st.debt += ns
         st.busy_ns += ns
+        cores = self._cores.get(st.host)
+        if cores is None:  # every thread its own core
+            st.debt += ns
+            return
+        # The host's threads share ``process_cores`` cores (one for a CPython process):
+        # this work starts when the thread is ready and a core is free, in FIFO order.
+        now = self.env.now
+        ready = now + st.debt  # the earliest start; among equal starts, the core free latest (best fit)
+        i = min(range(len(cores)), key=lambda k: (max(ready, cores[k]), -cores[k]))
+        end = max(ready, cores[i]) + ns
+        cores[i] = end
+        st.debt = end - now
 
     def _block(self, st: RoleState, what: str, resume: Any) -> _Block:
         """Park the thread; the waiter is not woken before the thread's own time."""

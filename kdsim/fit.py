@@ -11,7 +11,7 @@ that records what it was fitted on and the error point by point.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +76,18 @@ class FitResult:
 
 def fit_profile(
     base: Profile,
-    measured: Sequence[Measurement],
+    measured: Sequence[Any],
     params: Sequence[str],
     fit_on: Sequence[str],
     name: str,
+    simulate: Callable[[Profile, Any], float] = simulate,
+    max_nfev: int = 200,
 ) -> FitResult:
-    """Fit ``params`` of ``base`` to the measured points whose label is in ``fit_on``."""
+    """Fit ``params`` of ``base`` to the measured points whose label is in ``fit_on``.
+
+    A measured point has ``label``, ``metric`` and ``value``; ``simulate(profile, m)``
+    gives its simulated value (default: perftest points, :class:`Measurement`).
+    """
     fit_points = [m for m in measured if m.label in fit_on]
     if len(fit_points) < len(params):
         raise ValueError(f"fitting {len(params)} parameters needs at least as many fit points, got {len(fit_points)}")
@@ -97,7 +103,7 @@ def fit_profile(
         prof = candidate(logx)
         return np.array([math.log(simulate(prof, m) / m.value) for m in fit_points])
 
-    sol = least_squares(residuals, x0, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=200)
+    sol = least_squares(residuals, x0, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=max_nfev)
     fitted = candidate(sol.x)
     values = {p: fitted.get(p) for p in params}
     table = []

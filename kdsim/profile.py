@@ -107,6 +107,8 @@ class HostParams:
     crc32c_gbps: float = param("Gb/s", "single-core CRC-32C throughput (SSE4.2 / JVM intrinsic)", low=1e-3)
     syscall_ns: float = param("ns", "CPU time of one system call (send, recv, epoll)")
     request_ns: float = param("ns", "CPU time a Kafka broker spends per request besides copies and CRC (JVM)")
+    op_ns: float = param("ns", "CPU time of the datapath's own code per operation (interpreter, engine dispatch)")
+    process_cores: int = param("cores", "cores the threads of one host process can use at once (0: one per thread)")
 
 
 SECTIONS: dict[str, type] = {

@@ -231,3 +231,31 @@ def test_spin_until_wakes_when_a_remote_write_lands() -> None:
     res, _ = run_sim(make_rc_pair(requester, responder))
     assert res["responder"] > res["requester"] > 0
     assert res["responder"] - res["requester"] < 5000.0  # one-way latency of a small inline WRITE
+
+
+def test_op_ns_charges_every_operation_and_process_cores_serialises_a_hosts_threads() -> None:
+    from kdlab.ops import Clock, Compute
+    from kdsim.profile import load_profile
+
+    base = load_profile("cx4-edr-100g").with_overrides({"host.request_ns": 10_000.0})
+
+    def worker(n: int):
+        t0 = yield Clock()
+        for _ in range(n):
+            yield Compute("request")
+        t1 = yield Clock()
+        return t1 - t0
+
+    def run(overrides: dict, hosts: tuple[str, str]) -> dict:
+        roles = [Role("a", hosts[0], worker, {"n": 10}), Role("b", hosts[1], worker, {"n": 10})]
+        return SimEngine(base.with_overrides(overrides)).run(roles)
+
+    alone = run({}, ("h1", "h2"))
+    assert alone == {"a": pytest.approx(100_000.0), "b": pytest.approx(100_000.0)}
+    # op_ns: 11 operations after the first Clock, each 50 ns more
+    assert run({"host.op_ns": 50.0}, ("h1", "h2"))["a"] == pytest.approx(100_000.0 + 11 * 50.0)
+    # threads of one host on their own cores, then on one shared core (a CPython process)
+    assert run({}, ("h", "h")) == alone
+    shared = run({"host.process_cores": 1}, ("h", "h"))
+    assert max(shared.values()) == pytest.approx(200_000.0, rel=0.01)
+    assert run({"host.process_cores": 2}, ("h", "h")) == alone

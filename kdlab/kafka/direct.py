@@ -34,6 +34,7 @@ from kdlab.kafka.batches import BatchFactory, check_batch
 from kdlab.kafka.clients import delivery, wait_for_producers
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.records import CorruptBatch
 from kdlab.ops import (
     Clock,
     Compute,
@@ -103,6 +104,8 @@ class KdBroker:
     peer_ack: dict[str, Any] = field(default_factory=dict)  # other broker -> MR its acks may target
     pushed: dict[tuple[str, int], deque[int]] = field(default_factory=dict)  # (follower, partition) -> end offsets
     deferred: dict[int, set[int]] = field(default_factory=dict)  # partition -> segments waiting for an earlier seal
+    landed: dict[int, int] = field(default_factory=dict)  # segment -> produce writes completed in it
+    committed: dict[int, int] = field(default_factory=dict)  # segment -> batches committed in it
     delayed: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # acks=all: (last offset, pid, seg)
 
 
@@ -177,7 +180,7 @@ def _maybe_seal(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
         seg.sealed = True
         yield from _update_slots(state, log, seg)
         for seg_id in sorted(state.deferred.get(log.partition, ())):
-            yield QueuePut(_handler_queue(state, log.partition), (seg_id, "producer"))
+            yield QueuePut(_handler_queue(state, log.partition), (seg_id, "sealed"))
 
 
 def _handler_queue(state: KdBroker, partition: int) -> str:
@@ -289,13 +292,15 @@ def handler_thread(state: KdBroker, index: int) -> Any:
     while True:
         seg_id, source = yield QueueGet(queue)
         log = state.logs[seg_id // 1_000_000]
-        if source not in ("producer", "leader") and log.partition in state.leads:
+        if source not in ("producer", "leader", "sealed") and log.partition in state.leads:
             yield from _replica_acked(state, log, source, ack)  # a follower confirms a push
             continue
         seg = log.segment(seg_id)
         if log.partition not in state.leads:
             yield from _replica_append(state, log, seg, ack)  # the leader pushed into our copy
             continue
+        if source == "producer":  # one more write completed in this segment
+            state.landed[seg_id] = state.landed.get(seg_id, 0) + 1
         if not _committable(log, seg):
             state.deferred.setdefault(log.partition, set()).add(seg_id)
             continue
@@ -304,17 +309,33 @@ def handler_thread(state: KdBroker, index: int) -> Any:
 
 
 def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
-    """Commit every whole, valid batch from the segment's committed position on."""
+    """Commit the whole, valid batches from the segment's committed position on, in position order.
+
+    No more batches than writes have completed (``state.landed``): a write still in
+    flight may show its length and part of its bytes. An exclusive producer's
+    writes complete in order, so a landed batch whose CRC fails is corrupt and
+    fails the broker. With shared producers a later position may complete first, so
+    a failing batch at the committed position may still be landing: commit stops and
+    waits for the next completion (a batch that never becomes valid is never
+    committed, and the partition stalls rather than deliver it).
+    """
     seg_id = seg.seg_id
-    while seg.position + 12 <= seg.capacity:
+    shared = state.p.produce_mode == "shared"
+    while seg.position + 12 <= seg.capacity and state.committed.get(seg_id, 0) < state.landed.get(seg_id, 0):
         head = yield ReadMem(seg.mr, seg.position, 12)
         length = int.from_bytes(head[8:12], "big", signed=True)
         if length <= 0 or seg.position + 12 + length > seg.capacity:
             break
         data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the CRC pass reads every byte
-        info = check_batch(data)
+        try:
+            info = check_batch(data)
+        except CorruptBatch:
+            if not shared:
+                raise
+            break
         if info is None:
             break
+        state.committed[seg_id] = state.committed.get(seg_id, 0) + 1
         yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
         entry = log.append(info.size, info.records, seg=seg)
         state.commits += 1
@@ -346,7 +367,10 @@ def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendW
         length = int.from_bytes(head[8:12], "big", signed=True)
         if length <= 0 or seg.position + 12 + length > seg.capacity:
             break
-        info = check_batch((yield ReadMem(seg.mr, seg.position, 12 + length)))
+        try:  # a later push may still be landing: its bytes are checked once its completion came
+            info = check_batch((yield ReadMem(seg.mr, seg.position, 12 + length)))
+        except CorruptBatch:
+            break
         if info is None:
             break
         base = _OFFSET.unpack_from(head, 0)[0]

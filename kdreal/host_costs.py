@@ -1,0 +1,256 @@
+"""Measure the host costs of kdreal itself, so that kdsim can model this implementation.
+
+kdreal's datapaths are Python: every operation pays the interpreter and the engine's
+dispatch, a host's threads share one core (the GIL), sockets pickle their messages.
+This measures, on the machine it runs on (the testbed VM, or a host with an RNIC),
+with real roles on :class:`~kdreal.engine.RealEngine`:
+
+* ``host.op_ns``: one operation (``yield Clock()``) through the engine;
+* ``host.post_ns`` / ``host.poll_ns``: a PostSend of an 8-byte WRITE / an empty
+  PollCq, less one operation;
+* ``host.memcpy_gbps``: ReadMem of 1 MiB; ``host.crc32c_gbps``: CRC-32C of 1 MiB;
+* ``host.syscall_ns``: a TcpSend of a small message, less one operation;
+* ``tcp.send_ns_per_byte``: the extra time of a 64 KiB TcpSend, per byte;
+* ``host.wakeup_ns``: half a QueuePut/QueueGet ping-pong between two threads of one
+  host, less two operations;
+* ``tcp.latency_ns``: half a TcpSend/TcpRecv ping-pong between two hosts, less the
+  CPU costs and the wake-up the simulation charges on top of it.
+
+Each value is the median of several rounds. ``python -m kdreal.host_costs --csv F
+--profile-out P`` writes the measurements and a kdsim profile (``base:
+rxe-qemu-tcg``, whose network numbers were fitted to the perftest tools) whose host
+and TCP numbers cite this measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from kdlab.ops import (
+    Clock,
+    ConnectQp,
+    CreateCq,
+    CreateQp,
+    PollCq,
+    PostSend,
+    QueueGet,
+    QueuePut,
+    ReadMem,
+    RegMr,
+    TcpAccept,
+    TcpConnect,
+    TcpListen,
+    TcpRecv,
+    TcpSend,
+    WaitCq,
+)
+from kdlab.program import Role
+from kdlab.verbs import Opcode, QpCap, SendWR
+from kdreal.engine import RealEngine
+
+N = 2000
+BIG = 1 << 20
+
+
+def _ops(n: int) -> Any:
+    t0 = yield Clock()
+    for _ in range(n):
+        yield Clock()
+    t1 = yield Clock()
+    return (t1 - t0) / (n + 1)
+
+
+def _verbs(n: int) -> Any:
+    cq = yield CreateCq(256)
+    a = yield CreateQp(cq, cq, QpCap(256, 16))
+    b = yield CreateQp(cq, cq, QpCap(256, 16))
+    yield ConnectQp(a, b.endpoint())
+    yield ConnectQp(b, a.endpoint())
+    mr = yield RegMr(BIG)
+    wr = SendWR(1, Opcode.RDMA_WRITE, [mr.sge(0, 8)], remote_addr=mr.addr + 64, rkey=mr.rkey, signaled=False)
+    post, poll, copy = [], [], []
+    for i in range(n):
+        wr.signaled = i % 16 == 15
+        t0 = yield Clock()
+        yield PostSend(a, wr)
+        t1 = yield Clock()
+        post.append(t1 - t0)
+        if wr.signaled:
+            yield WaitCq(cq, 16)
+            t0 = yield Clock()
+            yield PollCq(cq, 16)
+            t1 = yield Clock()
+            poll.append(t1 - t0)
+    for _ in range(20):
+        t0 = yield Clock()
+        yield ReadMem(mr, 0, BIG)
+        t1 = yield Clock()
+        copy.append(t1 - t0)
+    return statistics.median(post), statistics.median(poll), statistics.median(copy)
+
+
+def _tcp_server(n: int) -> Any:
+    listener = yield TcpListen("costs")
+    conn = yield TcpAccept(listener)
+    for _ in range(n):
+        _, msg = yield TcpRecv(conn)
+        yield TcpSend(conn, msg, 0)
+    return None
+
+
+def _tcp_client(n: int) -> Any:
+    conn = yield TcpConnect("costs")
+    small, big, rtt = [], [], []
+    payload = bytes(64 * 1024)
+    for i in range(n):
+        t0 = yield Clock()
+        yield TcpSend(conn, b"x" * 64 if i % 2 == 0 else payload, 0)
+        t1 = yield Clock()
+        (small if i % 2 == 0 else big).append(t1 - t0)
+        yield TcpRecv(conn)
+        t2 = yield Clock()
+        if i % 2 == 0:
+            rtt.append(t2 - t0)
+    return statistics.median(small), statistics.median(big), statistics.median(rtt)
+
+
+def _ping(n: int) -> Any:
+    rtt = []
+    for _ in range(n):
+        t0 = yield Clock()
+        yield QueuePut("ping", 1)
+        yield QueueGet("pong")
+        t1 = yield Clock()
+        rtt.append(t1 - t0)
+    return statistics.median(rtt)
+
+
+def _pong(n: int) -> Any:
+    for _ in range(n):
+        yield QueueGet("ping")
+        yield QueuePut("pong", 1)
+    return None
+
+
+def _crc_ns_per_byte() -> float:
+    from kdlab.kafka.records import crc32c
+
+    data = bytes(BIG)
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter_ns()
+        crc32c(data)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / BIG
+
+
+def measure(rounds: int = 3) -> dict[str, float]:
+    """Every cost, the median over ``rounds`` runs (ns, or Gb/s for the bandwidths)."""
+    engine = RealEngine(timeout_s=60, run_timeout_s=600)
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        out = engine.run([
+            Role("ops", "a", _ops, {"n": N}),
+            Role("verbs", "b", _verbs, {"n": N // 2}),
+        ])  # fmt: skip
+        op = out["ops"]
+        post, poll, copy = out["verbs"]
+        tcp = engine.run([Role("server", "s", _tcp_server, {"n": 400}), Role("client", "c", _tcp_client, {"n": 400})])
+        small, big, rtt = tcp["client"]
+        queues = engine.run([Role("ping", "h", _ping, {"n": 400}), Role("pong", "h", _pong, {"n": 400})])
+        wake = queues["ping"] / 2 - 2 * op
+        syscall = max(0.0, small - op)
+        got = {
+            "host.op_ns": op,
+            "host.post_ns": max(0.0, post - op),
+            "host.poll_ns": max(0.0, poll - op),
+            "host.memcpy_gbps": BIG * 8 / copy,
+            "host.crc32c_gbps": 8 / _crc_ns_per_byte(),
+            "host.syscall_ns": syscall,
+            "host.wakeup_ns": max(0.0, wake),
+            "tcp.send_ns_per_byte": max(0.0, (big - small) / (64 * 1024 - 64)),
+            # one way = sender (op + syscall) + latency + wake-up + receiver (op + syscall)
+            "tcp.latency_ns": max(0.0, rtt / 2 - 2 * (op + syscall) - max(0.0, wake)),
+        }
+        for k, v in got.items():
+            samples.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+HOW = {
+    "host.op_ns": "one `yield Clock()` through kdreal's engine",
+    "host.post_ns": "PostSend of an 8 B RDMA WRITE, less one operation",
+    "host.poll_ns": "an empty PollCq, less one operation",
+    "host.memcpy_gbps": "ReadMem of 1 MiB from a registered MR",
+    "host.crc32c_gbps": "google-crc32c over 1 MiB",
+    "host.syscall_ns": "TcpSend of a 64 B message (pickle, sendall), less one operation",
+    "host.wakeup_ns": "half a QueuePut/QueueGet ping-pong between two threads of one host, less two operations",
+    "tcp.send_ns_per_byte": "(TcpSend of 64 KiB - TcpSend of 64 B) / bytes",
+    "tcp.latency_ns": "half a 64 B TcpSend/TcpRecv ping-pong between two hosts, less both ends' CPU and the wake-up",
+}
+
+
+def profile_yaml(costs: dict[str, float], csv_name: str, where: str) -> str:
+    """A kdsim profile for kdreal on this machine: the rxe network fit, this measurement's host costs."""
+    day = datetime.date.today().isoformat()
+    lines = [
+        f"# Generated by: python -m kdreal.host_costs --csv {csv_name} (in {where}, {day})",
+        "name: kdreal-rxe-tcg",
+        "description: 'kdreal (Python datapaths on pyverbs) in the Soft-RoCE testbed VM (QEMU TCG, 2 vCPUs).",
+        "  Network and NIC: rxe-qemu-tcg (fitted to the perftest tools). Host and TCP costs: measured from kdreal",
+        f"  itself (results/measured/{csv_name}). A functional testbed, not a performance reference.'",
+        "base: rxe-qemu-tcg",
+    ]
+    sections: dict[str, list[str]] = {"host": [], "tcp": []}
+    for key, value in costs.items():
+        section, name = key.split(".")
+        src = f"measured: {HOW[key]} (median of rounds; results/measured/{csv_name})"
+        sections[section].append(f"  {name}: {{value: {value:.6g}, tag: M, source: \"{src}\"}}")
+    sections["host"].append(
+        '  request_ns: {value: 0.0, tag: A, source: "kdreal brokers do no work at Compute(\'request\'): the Python '
+        'request handling runs between operations and is counted by op_ns"}'
+    )
+    sections["host"].append(
+        '  process_cores: {value: 1, tag: V, source: "CPython executes one thread of a process at a time (the GIL; '
+        'docs.python.org/3/glossary.html#term-global-interpreter-lock); kdreal runs a host\'s roles as threads"}'
+    )
+    sections["tcp"].append(
+        '  recv_ns_per_byte: {value: 0.0, tag: A, source: "counted in send_ns_per_byte: the ping-pong measures '
+        'both ends (recv_into, unpickle) together"}'
+    )
+    sections["tcp"].append(
+        '  data_rate_gbps: {value: 1000.0, tag: A, source: "loopback: no wire; the time is the per-byte CPU of '
+        'send_ns_per_byte"}'
+    )
+    for section, entries in sections.items():
+        lines.append(f"{section}:")
+        lines.extend(entries)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--csv", default="results/measured/kdreal-host-costs.csv")
+    ap.add_argument("--profile-out", default=None, help="write a kdsim profile with these costs")
+    ap.add_argument("--where", default="the kdlab testbed VM")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    costs = measure(args.rounds)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.csv, "w") as f:
+        f.write("parameter,value,how\n")
+        for k, v in costs.items():
+            f.write(f'{k},{v:.6g},"{HOW[k]}"\n')
+            print(f"{k:24s} {v:12.4g}   {HOW[k]}")
+    if args.profile_out:
+        Path(args.profile_out).write_text(profile_yaml(costs, Path(args.csv).name, args.where))
+        print(f"wrote {args.profile_out}")
+
+
+if __name__ == "__main__":
+    main()
