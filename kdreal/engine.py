@@ -20,6 +20,7 @@ name and its traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
@@ -71,6 +72,22 @@ class RealOptions:
     gid_index: int | None = None
     port: int = 1
     timeout_s: float = 30.0
+    cq_wait: str = "auto"  # "spin", "yield", or "auto": spin unless the host processes outnumber the cores
+
+
+def spin_allowed(cq_wait: str, processes: int) -> bool:
+    """Whether busy CQ waits may spin: ``auto`` spins only if every host process can have a core of its own.
+
+    On an oversubscribed machine (the testbed VM: 2 vCPUs for brokers, clients and
+    the Soft-RoCE kernel work) spinning threads starve the ones that would produce
+    the completion, so busy waits give the CPU away (``sched_yield``) after every
+    empty poll instead (``yield``).
+    """
+    if cq_wait not in ("auto", "spin", "yield"):
+        raise ValueError(f"cq_wait must be 'auto', 'spin' or 'yield', got {cq_wait!r}")
+    if cq_wait == "auto":
+        return processes < (os.cpu_count() or 1)
+    return cq_wait == "spin"
 
 
 class RealEngine:
@@ -83,7 +100,8 @@ class RealEngine:
     run. A rendezvous lookup waits without a limit, but fails at once with
     :class:`~kdreal.rendezvous.RendezvousDeadlock` when every running role waits for
     a key nobody published. ``data_dir`` holds file-backed MRs (default: a fresh
-    temporary directory, removed after the run).
+    temporary directory, removed after the run). ``cq_wait`` says how a busy
+    ``WaitCq`` waits (:func:`spin_allowed`; event-mode waits always sleep).
     """
 
     name = "real"
@@ -91,8 +109,10 @@ class RealEngine:
     def __init__(
         self, device: str | None = None, gid_index: int | None = None, *, port: int = 1,
         timeout_s: float = 30.0, run_timeout_s: float | None = 600.0, data_dir: str | None = None,
+        cq_wait: str = "auto",
     ) -> None:  # fmt: skip
-        self.options = RealOptions(device, gid_index, port, timeout_s)
+        spin_allowed(cq_wait, 1)  # validates
+        self.options = RealOptions(device, gid_index, port, timeout_s, cq_wait)
         self.run_timeout_s = run_timeout_s
         self.data_dir = data_dir
 
@@ -112,7 +132,7 @@ class RealEngine:
             for host, host_roles in by_host.items():
                 reader, writer = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
-                    target=_host_main, args=(host, host_roles, self.options, server, writer, data_dir),
+                    target=_host_main, args=(host, host_roles, self.options, server, writer, data_dir, len(by_host)),
                     name=f"kdreal:{host}", daemon=True,
                 )  # fmt: skip
                 proc.start()
@@ -180,8 +200,9 @@ class RealEngine:
 
 
 def _host_main(
-    host: str, roles: list[Role], options: RealOptions, server: RendezvousServer, conn: mpc.Connection, data_dir: str
-) -> None:
+    host: str, roles: list[Role], options: RealOptions, server: RendezvousServer, conn: mpc.Connection,
+    data_dir: str, processes: int,
+) -> None:  # fmt: skip
     """Body of a host process: run each role in a thread, report each outcome as it comes.
 
     Outcomes are sent before a role's rendezvous connection closes, so that a failure
@@ -189,10 +210,12 @@ def _host_main(
     process ends when its last thread does; the parent stops daemons by ending it.
     """
     server.close_in_child()
+    faulthandler.enable()  # a crash in the verbs library prints every thread's Python stack
     send_lock = threading.Lock()
     runtime = HostRuntime()
     verbs = Verbs(host, options.device, options.gid_index, options.port, options.timeout_s)
     verbs.shared = len(roles) > 1
+    verbs.spin = spin_allowed(options.cq_wait, processes)
     sockets = SocketTable(host)
 
     def report(name: str, outcome: tuple[str, Any]) -> None:

@@ -13,6 +13,10 @@ with real roles on :class:`~kdreal.engine.RealEngine`:
 * ``tcp.send_ns_per_byte``: the extra time of a 64 KiB TcpSend, per byte;
 * ``host.wakeup_ns``: half a QueuePut/QueueGet ping-pong between two threads of one
   host, less two operations;
+* ``host.cache_miss_ns``: what a busy CQ wait costs kdreal on this machine beyond
+  spinning: with more host processes than cores kdreal yields the CPU after every
+  empty poll (``RealEngine(cq_wait="auto")``), so this is the extra time of such a
+  wait;
 * ``tcp.latency_ns``: half a TcpSend/TcpRecv ping-pong between two hosts, less the
   CPU costs and the wake-up the simulation charges on top of it.
 
@@ -86,12 +90,20 @@ def _verbs(n: int) -> Any:
             yield PollCq(cq, 16)
             t1 = yield Clock()
             poll.append(t1 - t0)
+    signaled = SendWR(2, Opcode.RDMA_WRITE, [mr.sge(0, 8)], remote_addr=mr.addr + 64, rkey=mr.rkey)
+    waits = []
+    for _ in range(200):
+        t0 = yield Clock()
+        yield PostSend(a, signaled)
+        yield WaitCq(cq, 1)
+        t1 = yield Clock()
+        waits.append(t1 - t0)
     for _ in range(20):
         t0 = yield Clock()
         yield ReadMem(mr, 0, BIG)
         t1 = yield Clock()
         copy.append(t1 - t0)
-    return statistics.median(post), statistics.median(poll), statistics.median(copy)
+    return statistics.median(post), statistics.median(poll), statistics.median(copy), statistics.median(waits)
 
 
 def _tcp_server(n: int) -> Any:
@@ -152,14 +164,13 @@ def _crc_ns_per_byte() -> float:
 def measure(rounds: int = 3) -> dict[str, float]:
     """Every cost, the median over ``rounds`` runs (ns, or Gb/s for the bandwidths)."""
     engine = RealEngine(timeout_s=60, run_timeout_s=600)
+    spinning = RealEngine(timeout_s=60, run_timeout_s=600, cq_wait="spin")
+    yielding = RealEngine(timeout_s=60, run_timeout_s=600, cq_wait="yield")
     samples: dict[str, list[float]] = {}
     for _ in range(rounds):
-        out = engine.run([
-            Role("ops", "a", _ops, {"n": N}),
-            Role("verbs", "b", _verbs, {"n": N // 2}),
-        ])  # fmt: skip
-        op = out["ops"]
-        post, poll, copy = out["verbs"]
+        op = engine.run([Role("ops", "a", _ops, {"n": N})])["ops"]
+        post, poll, copy, spin_wait = spinning.run([Role("verbs", "b", _verbs, {"n": N // 2})])["verbs"]
+        yield_wait = yielding.run([Role("verbs", "b", _verbs, {"n": N // 2})])["verbs"][3]
         tcp = engine.run([Role("server", "s", _tcp_server, {"n": 400}), Role("client", "c", _tcp_client, {"n": 400})])
         small, big, rtt = tcp["client"]
         queues = engine.run([Role("ping", "h", _ping, {"n": 400}), Role("pong", "h", _pong, {"n": 400})])
@@ -173,6 +184,7 @@ def measure(rounds: int = 3) -> dict[str, float]:
             "host.crc32c_gbps": 8 / _crc_ns_per_byte(),
             "host.syscall_ns": syscall,
             "host.wakeup_ns": max(0.0, wake),
+            "host.cache_miss_ns": max(0.0, yield_wait - spin_wait),
             "tcp.send_ns_per_byte": max(0.0, (big - small) / (64 * 1024 - 64)),
             # one way = sender (op + syscall) + latency + wake-up + receiver (op + syscall)
             "tcp.latency_ns": max(0.0, rtt / 2 - 2 * (op + syscall) - max(0.0, wake)),
@@ -190,6 +202,9 @@ HOW = {
     "host.crc32c_gbps": "google-crc32c over 1 MiB",
     "host.syscall_ns": "TcpSend of a 64 B message (pickle, sendall), less one operation",
     "host.wakeup_ns": "half a QueuePut/QueueGet ping-pong between two threads of one host, less two operations",
+    "host.cache_miss_ns": "a signaled WRITE waited for by polling and yielding the CPU, less the same waited for by"
+    " spinning: kdreal's busy CQ waits yield when the host processes outnumber the cores (cq_wait=auto), as in the"
+    " testbed",
     "tcp.send_ns_per_byte": "(TcpSend of 64 KiB - TcpSend of 64 B) / bytes",
     "tcp.latency_ns": "half a 64 B TcpSend/TcpRecv ping-pong between two hosts, less both ends' CPU and the wake-up",
 }
@@ -210,14 +225,14 @@ def profile_yaml(costs: dict[str, float], csv_name: str, where: str) -> str:
     for key, value in costs.items():
         section, name = key.split(".")
         src = f"measured: {HOW[key]} (median of rounds; results/measured/{csv_name})"
-        sections[section].append(f"  {name}: {{value: {value:.6g}, tag: M, source: \"{src}\"}}")
+        sections[section].append(f'  {name}: {{value: {value:.6g}, tag: M, source: "{src}"}}')
     sections["host"].append(
-        '  request_ns: {value: 0.0, tag: A, source: "kdreal brokers do no work at Compute(\'request\'): the Python '
+        "  request_ns: {value: 0.0, tag: A, source: \"kdreal brokers do no work at Compute('request'): the Python "
         'request handling runs between operations and is counted by op_ns"}'
     )
     sections["host"].append(
         '  process_cores: {value: 1, tag: V, source: "CPython executes one thread of a process at a time (the GIL; '
-        'docs.python.org/3/glossary.html#term-global-interpreter-lock); kdreal runs a host\'s roles as threads"}'
+        "docs.python.org/3/glossary.html#term-global-interpreter-lock); kdreal runs a host's roles as threads\"}"
     )
     sections["tcp"].append(
         '  recv_ns_per_byte: {value: 0.0, tag: A, source: "counted in send_ns_per_byte: the ping-pong measures '

@@ -98,6 +98,8 @@ class Verbs:
         self._wrs = WrCache()
         #: Several role threads share this process: busy loops let the others run.
         self.shared = False
+        #: Busy CQ waits may spin (else they yield the CPU after each empty poll; the engine decides).
+        self.spin = True
 
     # --- the device ---------------------------------------------------------------
 
@@ -329,13 +331,16 @@ class Verbs:
         deadline = float("inf") if limit is None else time.monotonic() + limit
         if mode == "busy":
             spins = 0
-            pause, shared = gil_friendly_pause, self.shared
+            pause, shared, give_away = gil_friendly_pause, self.shared, not self.spin
             while True:
                 n, wcs = pcq.poll(max_entries)
                 if n:
                     return [to_work_completion(wc) for wc in wcs]
                 spins += 1
-                pause(shared)
+                if give_away:
+                    os.sched_yield()
+                else:
+                    pause(shared)
                 if spins % _SPIN_CHECK == 0 and time.monotonic() > deadline:
                     raise TimeoutError(f"WaitCq: no completion on CQ {cq.cq_id} within {limit} s")
         if mode != "event":

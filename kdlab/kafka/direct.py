@@ -134,6 +134,7 @@ def _info(state: KdBroker, log: PartitionLog, seg: Segment) -> SegmentInfo:
 def control_plane(state: KdBroker, clients: int) -> Any:
     """TCP control plane: segment addresses, new segments, slots, positions."""
     listener = yield TcpListen(f"{state.name}.ctl")
+    yield Lookup(f"kd.{state.name}.setup")  # the RDMA thread registered the slots and first segments
     conns = []
     for _ in range(clients):
         conns.append((yield TcpAccept(listener)))
@@ -247,6 +248,7 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
     for q, log in state.logs.items():
         if q in state.leads:
             yield from _new_segment(state, log)
+    yield Publish(f"kd.{state.name}.setup", True)  # the control plane may hand out segments and slots now
     recv = RecvWR(0, [])
     # Two phases (create and publish every QP, then connect), so brokers that are each
     # other's peers never wait on each other.
