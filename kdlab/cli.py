@@ -247,8 +247,10 @@ def calibrate_anchor(profile: str) -> None:
 @click.option(
     "--fit-on",
     "fit_on",
-    required=True,
-    help='pandas query choosing the fit points, e.g. "batch_bytes in (1024, 65536)"; the rest are held out',
+    default="ends",
+    show_default=True,
+    help='"ends" (the first and last point of each swept series) or a pandas query over the parameters and '
+    "experiment; the other points are held out and predicted",
 )
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--name", default=None, help="name of the calibrated profile (default: BASE-fit)")

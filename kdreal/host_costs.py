@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import time
 from pathlib import Path
@@ -210,7 +211,7 @@ HOW = {
 }
 
 
-def profile_yaml(costs: dict[str, float], csv_name: str, where: str) -> str:
+def profile_yaml(costs: dict[str, float], csv_name: str, where: str, cores: int) -> str:
     """A kdsim profile for kdreal on this machine: the rxe network fit, this measurement's host costs."""
     day = datetime.date.today().isoformat()
     lines = [
@@ -234,6 +235,11 @@ def profile_yaml(costs: dict[str, float], csv_name: str, where: str) -> str:
         '  process_cores: {value: 1, tag: V, source: "CPython executes one thread of a process at a time (the GIL; '
         "docs.python.org/3/glossary.html#term-global-interpreter-lock); kdreal runs a host's roles as threads\"}"
     )
+    sections["host"].append(
+        f'  machine_cores: {{value: {cores}, tag: V, source: "os.cpu_count() where this ran: the testbed VM has as '
+        f"many vCPUs as the host has cores (kdreal/testbed/vm.py, QEMU -smp); a run's brokers and clients are all "
+        f'its processes"}}'
+    )
     sections["tcp"].append(
         '  recv_ns_per_byte: {value: 0.0, tag: A, source: "counted in send_ns_per_byte: the ping-pong measures '
         'both ends (recv_into, unpickle) together"}'
@@ -242,6 +248,10 @@ def profile_yaml(costs: dict[str, float], csv_name: str, where: str) -> str:
         '  data_rate_gbps: {value: 1000.0, tag: A, source: "loopback: no wire; the time is the per-byte CPU of '
         'send_ns_per_byte"}'
     )
+    sections["nic"] = [
+        "  on_host_cores: {value: 1, tag: V, source: \"Soft-RoCE (rdma_rxe) does the RNIC's work in the kernel, on the "
+        'same vCPUs as the brokers and clients (linux drivers/infiniband/sw/rxe)"}'
+    ]
     for section, entries in sections.items():
         lines.append(f"{section}:")
         lines.extend(entries)
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             f.write(f'{k},{v:.6g},"{HOW[k]}"\n')
             print(f"{k:24s} {v:12.4g}   {HOW[k]}")
     if args.profile_out:
-        Path(args.profile_out).write_text(profile_yaml(costs, Path(args.csv).name, args.where))
+        Path(args.profile_out).write_text(profile_yaml(costs, Path(args.csv).name, args.where, os.cpu_count() or 1))
         print(f"wrote {args.profile_out}")
 
 

@@ -27,6 +27,7 @@ from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
 from kdsim.sockets import SimConn, SocketLayer
 from kdsim.sync import SyncLayer
+from kdsim.timeline import ServerPool
 from kdsim.transport import RcTransport
 
 #: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in milliseconds (vol. 1, table 45).
@@ -104,8 +105,12 @@ class SimEngine:
         self._published: dict[str, Any] = {}
         self._lookups: dict[str, list[simpy.Event]] = {}
         self._states = {r.name: RoleState(r.name, r.host) for r in roles}
-        n_cores = self._host.process_cores
-        self._cores: dict[str, list[float]] = {r.host: [0.0] * n_cores for r in roles} if n_cores else {}
+        host = self._host
+        self._process_cores = {h: [0.0] * host.process_cores for h in hosts} if host.process_cores else {}
+        self._machine = ServerPool("machine", host.machine_cores).servers if host.machine_cores else None
+        if self._machine is not None and profile.nic.on_host_cores:
+            for nic in self.nics.values():  # a software RNIC: its work runs on the machine's cores
+                nic.pus.servers = self._machine
         results: dict[str, Any] = {}
         procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
         workers = [procs[r.name] for r in roles if not r.daemon]
@@ -179,17 +184,27 @@ class SimEngine:
 
     def _cpu(self, st: RoleState, ns: float) -> None:
         st.busy_ns += ns
-        cores = self._cores.get(st.host)
-        if cores is None:  # every thread its own core
+        own = self._process_cores.get(st.host)
+        machine = self._machine
+        if own is None and machine is None:  # every thread its own core
             st.debt += ns
             return
-        # The host's threads share ``process_cores`` cores (one for a CPython process):
-        # this work starts when the thread is ready and a core is free, in FIFO order.
+        # The thread needs a core of its process (``process_cores``: one for a CPython
+        # process) and one of the machine (``machine_cores``: hosts sharing a VM, whose
+        # software RNIC may run on the same cores): FIFO on the process's cores, then
+        # the machine core that frees first (an idle gap on it may take the work).
         now = self.env.now
-        ready = now + st.debt  # the earliest start; among equal starts, the core free latest (best fit)
-        i = min(range(len(cores)), key=lambda k: (max(ready, cores[k]), -cores[k]))
-        end = max(ready, cores[i]) + ns
-        cores[i] = end
+        start = now + st.debt
+        i = 0
+        if own is not None:
+            i = min(range(len(own)), key=lambda k: (max(start, own[k]), -own[k]))
+            start = max(start, own[i])
+        end = start + ns
+        if machine is not None:
+            core = min(machine, key=lambda t: max(start, t.end))
+            end = core.reserve(start, ns)[1]
+        if own is not None:
+            own[i] = end
         st.debt = end - now
 
     def _block(self, st: RoleState, what: str, resume: Any) -> _Block:

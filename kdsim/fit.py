@@ -103,7 +103,9 @@ def fit_profile(
         prof = candidate(logx)
         return np.array([math.log(simulate(prof, m) / m.value) for m in fit_points])
 
-    sol = least_squares(residuals, x0, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=max_nfev)
+    # within a factor e^6 (~400) of the base values, where the model is meant to be used
+    bounds = (x0 - 6.0, x0 + 6.0)
+    sol = least_squares(residuals, x0, bounds=bounds, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=max_nfev)
     fitted = candidate(sol.x)
     values = {p: fitted.get(p) for p in params}
     table = []

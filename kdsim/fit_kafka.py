@@ -109,8 +109,18 @@ def fit(
 
 
 def select(measured: Sequence[KafkaMeasurement], query: str) -> list[str]:
-    """Labels of the measured points whose configuration matches a pandas ``query``
-    (over the Kafka parameters and ``experiment``), e.g. ``"batch_bytes in (1024, 65536)"``."""
+    """Labels of the fit points: ``"ends"`` takes the first and last point of every swept series (each
+    experiment and variant), so the points between them are predicted; anything else is a pandas query
+    over the Kafka parameters and ``experiment``, e.g. ``"experiment == 'testbed-batch-size'"``."""
+    if query == "ends":
+        series: dict[tuple[str, str], list[KafkaMeasurement]] = {}
+        for m in measured:
+            series.setdefault((m.experiment, m.point.split(",")[0]), []).append(m)
+        ends = set()
+        for pts in series.values():
+            xs = sorted({m.x_value for m in pts})
+            ends |= {m.label for m in pts if m.x_value in (xs[0], xs[-1])}
+        return sorted(ends)
     frame = pd.DataFrame([{**dict(m.params), "experiment": m.experiment, "label": m.label} for m in measured])
     try:
         return sorted(set(frame.query(query)["label"]))

@@ -76,6 +76,11 @@ class NicParams:
     pipeline_ns: float = param("ns", "fixed latency through the NIC's pipelines per message, not holding a unit")
     max_inline_bytes: int = param("B", "largest payload a WQE may carry inline")
     qpc_cache_entries: int = param("count", "QP contexts the NIC caches (LRU)", low=1)
+    on_host_cores: int = param(
+        "flag",
+        "1: the processing units are the machine's CPU cores (a software RNIC: Soft-RoCE), 0: NIC hardware",
+        high=1,
+    )
     qpc_miss_ns: float = param("ns", "processing-unit time to fetch a QP context on a cache miss")
     max_rd_atomic: int = param("count", "outstanding RDMA READ/atomic requests per QP", low=1)
     atomic_ns: float = param("ns", "time an atomic holds its 8-byte target at the responder")
@@ -109,6 +114,7 @@ class HostParams:
     request_ns: float = param("ns", "CPU time a Kafka broker spends per request besides copies and CRC (JVM)")
     op_ns: float = param("ns", "CPU time of the datapath's own code per operation (interpreter, engine dispatch)")
     process_cores: int = param("cores", "cores the threads of one host process can use at once (0: one per thread)")
+    machine_cores: int = param("cores", "cores all simulated hosts share, as processes of one VM (0: one machine each)")
 
 
 SECTIONS: dict[str, type] = {

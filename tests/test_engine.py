@@ -233,7 +233,7 @@ def test_spin_until_wakes_when_a_remote_write_lands() -> None:
     assert res["responder"] - res["requester"] < 5000.0  # one-way latency of a small inline WRITE
 
 
-def test_op_ns_charges_every_operation_and_process_cores_serialises_a_hosts_threads() -> None:
+def test_op_ns_charges_every_operation_and_cores_are_shared_per_process_and_per_machine() -> None:
     from kdlab.ops import Clock, Compute
     from kdsim.profile import load_profile
 
@@ -259,3 +259,6 @@ def test_op_ns_charges_every_operation_and_process_cores_serialises_a_hosts_thre
     shared = run({"host.process_cores": 1}, ("h", "h"))
     assert max(shared.values()) == pytest.approx(200_000.0, rel=0.01)
     assert run({"host.process_cores": 2}, ("h", "h")) == alone
+    # hosts of one VM: separate hosts share the machine's cores
+    assert max(run({"host.machine_cores": 1}, ("h1", "h2")).values()) == pytest.approx(200_000.0, rel=0.01)
+    assert run({"host.machine_cores": 2}, ("h1", "h2")) == alone

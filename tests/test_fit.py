@@ -39,3 +39,29 @@ def test_too_few_fit_points_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least as many fit points"):
         fit_profile(base, [Measurement("write_lat", 2, 5.0)], ["nic.pipeline_ns", "link.data_rate_gbps"],
                     ["write_lat 2 B"], "x")  # fmt: skip
+
+
+def test_kafka_calibration_recovers_a_host_cost_and_predicts_the_points_between_the_ends() -> None:
+    """Measured rows made by kdsim itself with a known op_ns: the fit on the sweep's ends finds it again."""
+    import json
+
+    import pandas as pd
+
+    from kdsim import fit_kafka
+
+    base = "kdreal-rxe-tcg"
+    truth = {"host.op_ns": 2.5 * load_profile(base).host.op_ns}
+    rows = []
+    for batch in (1024, 4096, 16384):
+        params = {"system": "kafkadirect", "variant": "KD", "batch_bytes": batch, "records_per_producer": 300,
+                  "consumers": 1, "segment_bytes": 1 << 20}  # fmt: skip
+        row = fit_kafka._simulated_row(base, tuple(truth.items()), tuple(sorted(params.items())))
+        rows.append({**row, "experiment": "t", "engine": "real", "config_json": json.dumps({"params": params})})
+    measured = fit_kafka.measurements(pd.DataFrame(rows), {"t": ["produce_mb_per_s", "ack_latency_p50_us"]})
+    assert len(measured) == 6
+    chosen = fit_kafka.select(measured, "ends")
+    assert chosen == ["t: KD, batch_bytes=1024", "t: KD, batch_bytes=16384"]
+    result = fit_kafka.fit(base, measured, ["host.op_ns"], chosen, "t")
+    assert result.values["host.op_ns"] == pytest.approx(truth["host.op_ns"], rel=0.02)
+    held = [r for r in result.table if r["role"] == "held out"]
+    assert len(held) == 2 and all(abs(r["error_pct"]) < 2 for r in held)

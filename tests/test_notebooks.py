@@ -10,6 +10,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 def test_every_notebook_is_here() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01-quickstart.ipynb", "02-classic-sweeps.ipynb", "03-paper-results.ipynb", "04-sim-vs-measured.ipynb",
+        "05-kafka-sim-vs-measured.ipynb",
     ]  # fmt: skip
 
 
