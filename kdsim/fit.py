@@ -111,10 +111,13 @@ def fit_profile(
     table = []
     for m in measured:
         sim = simulate(fitted, m)
-        table.append({
+        row = {
             "point": m.label, "role": "fit" if m in fit_points else "held out", "metric": m.metric,
             "measured": m.value, "simulated": sim, "error_pct": 100 * (sim / m.value - 1),
-        })  # fmt: skip
+        }  # fmt: skip
+        if hasattr(m, "spread_pct"):  # repeated measurements: how much they disagree among themselves
+            row["runs"], row["spread_pct"] = m.runs, m.spread_pct
+        table.append(row)
     profile = Profile(
         name=name,
         description=f"{base.description} Calibrated: {', '.join(params)} fitted to measured runs.",

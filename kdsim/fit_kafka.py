@@ -1,11 +1,13 @@
 """Simulated vs measured Kafka runs: calibrate a profile on some measured points, predict the rest.
 
 Measured rows are the result rows of experiments run with ``--engine real`` (each row
-carries its full Kafka configuration). Each row gives one point per metric its
-experiment plots (the spec's ``figure.y``: a throughput and a p50 latency). The
-simulated value of a point is the same configuration run on kdsim with the
-candidate profile (:class:`kdlab.workloads.kafka.KafkaWorkload`, so both engines'
-rows are computed by the same code). :func:`kdsim.fit.fit_profile` does the fit;
+carries its full Kafka configuration); repeated runs of one configuration (seeds)
+give one point, their median, with their spread as the measurement's noise. Each
+configuration gives one point per metric its experiment plots (the spec's
+``figure.y``: a throughput and a p50 latency). The simulated value of a point is
+the same configuration run on kdsim with the candidate profile
+(:class:`kdlab.workloads.kafka.KafkaWorkload`, so both engines' rows are computed
+by the same code). :func:`kdsim.fit.fit_profile` does the fit;
 every point not chosen for fitting is held out and predicted.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kdlab.kafka.params import KafkaParams
@@ -39,6 +42,8 @@ class KafkaMeasurement:
     value: float
     x: str = ""  # the swept parameter, for plotting
     x_value: float = 0.0
+    runs: int = 1  # measured runs (seeds) of this configuration; ``value`` is their median
+    spread_pct: float = 0.0  # (max - min) / median of those runs: the measurement's own noise
 
     @property
     def label(self) -> str:
@@ -60,16 +65,21 @@ def measurements(rows: pd.DataFrame, metrics: dict[str, Sequence[str]] | None = 
         configs = [json.loads(c)["params"] for c in group["config_json"]]
         varying = sorted(k for k in fields if len({json.dumps(c.get(k)) for c in configs}) > 1 and k != "variant")
         x = next((k for k in varying if k not in ("system", "produce_mode")), "")
+        runs: dict[str, tuple[dict[str, Any], list[Any]]] = {}  # repeated runs (seeds) of one configuration
         for cfg, (_, row) in zip(configs, group.iterrows(), strict=True):
+            runs.setdefault(json.dumps(cfg, sort_keys=True), (cfg, []))[1].append(row)
+        for cfg, repeats in runs.values():
             params = KafkaParams.model_validate(cfg)
             name = cfg.get("variant") or params.system
             point = ", ".join([name, *(f"{k}={cfg[k]}" for k in varying if k not in ("system", "produce_mode"))])
             for metric in (metrics or {}).get(str(exp), DEFAULT_METRICS):
-                value = row.get(metric)
-                if value is None or pd.isna(value) or value <= 0:
+                values = [float(r.get(metric)) for r in repeats if r.get(metric) is not None and r.get(metric) > 0]
+                if not values:
                     continue
-                out.append(KafkaMeasurement(str(exp), point, tuple(sorted(cfg.items())), metric, float(value), x,
-                                            float(cfg.get(x, 0) or 0)))  # fmt: skip
+                med = float(np.median(values))
+                spread = 100 * (max(values) - min(values)) / med
+                out.append(KafkaMeasurement(str(exp), point, tuple(sorted(cfg.items())), metric, med, x,
+                                            float(cfg.get(x, 0) or 0), len(values), spread))  # fmt: skip
     return out
 
 
