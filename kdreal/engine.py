@@ -25,6 +25,7 @@ import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -139,7 +140,10 @@ class RealEngine:
                 writer.close()
                 procs[host] = (proc, reader)
             server.start()
-            return self._collect(by_host, procs)
+            try:
+                return self._collect(by_host, procs)
+            except RoleError as err:
+                raise _with_logs(err, by_host, data_dir) from None
         finally:
             for proc, reader in procs.values():
                 if proc.is_alive():
@@ -196,6 +200,21 @@ class RealEngine:
         return results
 
 
+def _with_logs(err: RoleError, by_host: dict[str, list[Role]], data_dir: str, tail: int = 4000) -> RoleError:
+    """``err`` with the end of the failed role's host log (its stderr: warnings, a crash's stacks)."""
+    host = next((h for h, roles in by_host.items() if any(r.name == err.role for r in roles)), None)
+    try:
+        with open(os.path.join(data_dir, f"{host}.log")) as f:
+            text = f.read()
+    except OSError:
+        return err
+    crash = text.find("Fatal Python error")
+    text = text[max(0, crash - tail // 4) :][:tail] if crash >= 0 else text[-tail:]  # a crash: where it begins
+    if not text.strip():
+        return err
+    return RoleError(err.role, f"{err.detail}\n--- end of host {host!r} log ---\n{text}")
+
+
 # --- inside a host process ------------------------------------------------------------------
 
 
@@ -210,7 +229,10 @@ def _host_main(
     process ends when its last thread does; the parent stops daemons by ending it.
     """
     server.close_in_child()
-    faulthandler.enable()  # a crash in the verbs library prints every thread's Python stack
+    log = open(os.path.join(data_dir, f"{host}.log"), "w", buffering=1)  # noqa: SIM115 - the process's lifetime
+    os.dup2(log.fileno(), 2)  # this host's stderr (and the verbs library's) goes to its log
+    sys.stderr = log
+    faulthandler.enable(log)  # a crash in the verbs library prints every thread's Python stack there
     send_lock = threading.Lock()
     runtime = HostRuntime()
     verbs = Verbs(host, options.device, options.gid_index, options.port, options.timeout_s)

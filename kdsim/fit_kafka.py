@@ -167,7 +167,7 @@ def overlay_figure(result: FitResult, measured: Sequence[KafkaMeasurement], base
         ax.plot([], [], "ko", mfc="none", label="measured (held out)")
         ax.set_title(f"{exp}: {metric}", fontsize=9)
         ax.set_xlabel(pts[0].x if pts else "")
-        if pts and pts[0].x and min(m.x_value for m in pts) > 0:
+        if pts and pts[0].x.endswith(("bytes", "_us")) and min(m.x_value for m in pts) > 0:
             ax.set_xscale("log", base=2 if pts[0].x.endswith("bytes") else 10)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)

@@ -208,3 +208,17 @@ def test_rendezvous_lookup_times_out() -> None:
         client.close()
     finally:
         server.close()
+
+
+def test_a_crashed_host_process_fails_the_run_with_its_log() -> None:
+    import ctypes
+    import sys
+
+    def crashes():
+        yield Clock()
+        print("last words", file=sys.stderr, flush=True)
+        ctypes.string_at(0)  # a segmentation fault, as a verbs library bug would cause
+
+    with pytest.raises(RoleError, match="exited with code -11") as info:
+        engine().run([Role("c", "a", crashes)])
+    assert "last words" in info.value.detail and "Fatal Python error" in info.value.detail
