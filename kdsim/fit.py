@@ -190,6 +190,13 @@ def overlay_figure(result: FitResult, measured: Sequence[Measurement], path: str
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Calibrated {result.profile.name}: fitted {', '.join(result.values)}", fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str) -> list[str]:
+    """Write ``fig`` as PATH.png and PATH.pdf, close it, and return the two paths."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = [path + ".png", path + ".pdf"]
     for p in out:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from kdlab.kafka.params import KafkaParams
 from kdlab.spec import Point
-from kdsim.fit import FitResult
+from kdsim.fit import FitResult, save_figure
 from kdsim.profile import Profile, load_profile
 
 #: Metrics judged when an experiment's figure names none.
@@ -175,9 +175,4 @@ def overlay_figure(result: FitResult, measured: Sequence[KafkaMeasurement], base
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(f"kdreal measured vs kdsim ({result.profile.name}; fitted {', '.join(result.values)})", fontsize=10)
-    fig.tight_layout()
-    out = [path + ".png", path + ".pdf"]
-    for p in out:
-        fig.savefig(p)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
