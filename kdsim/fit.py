@@ -103,8 +103,9 @@ def fit_profile(
         prof = candidate(logx)
         return np.array([math.log(simulate(prof, m) / m.value) for m in fit_points])
 
-    # within a factor e^6 (~400) of the base values, where the model is meant to be used
-    bounds = (x0 - 6.0, x0 + 6.0)
+    # within a factor e^10 (~22000) of the base values: room to fit a software device from a hardware profile,
+    # not enough to run the model into overflow
+    bounds = (x0 - 10.0, x0 + 10.0)
     sol = least_squares(residuals, x0, bounds=bounds, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=max_nfev)
     fitted = candidate(sol.x)
     values = {p: fitted.get(p) for p in params}
