@@ -23,8 +23,14 @@ def make_engine(
     if name == "real":
         try:
             from kdreal.engine import RealEngine  # type: ignore[import-not-found]
+            from kdreal.testbed import has_rdma
         except ImportError as err:
             raise EngineUnavailable(f"the real engine (kdreal) cannot be loaded: {err}") from err
+        if not has_rdma():
+            raise EngineUnavailable(
+                "engine 'real' needs an RDMA device (pyverbs and at least one verbs device), and this machine has "
+                "none; run it in the Soft-RoCE testbed: kdlab testbed run -- .venv/bin/kdlab run --engine real SPEC"
+            )
         engine: Any = RealEngine()
         return engine
     raise ValueError(f"engine must be one of 'sim', 'real'; got {name!r}")

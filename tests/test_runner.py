@@ -86,3 +86,14 @@ def test_each_write_appends_its_own_part(tmp_path: Path, monkeypatch: pytest.Mon
     write_part(rows, tmp_path, "e")
     write_part([{**rows[0], "v": 2, "created_utc": "y"}], tmp_path, "e")
     assert len(_files(tmp_path)) == 2
+
+
+def test_a_real_engine_point_without_a_device_fails_clearly_and_writes_nothing(tmp_path) -> None:
+    from kdreal.testbed import has_rdma
+
+    if has_rdma():
+        pytest.skip("this machine has an RDMA device")
+    spec = {"name": "x", "workload": "kafka", "engine": "real", "params": {"system": "kafkadirect"}}
+    with pytest.raises(Exception, match="needs an RDMA device"):
+        run_experiment(spec, results_dir=tmp_path, progress=False)
+    assert not any(tmp_path.rglob("*.parquet"))
