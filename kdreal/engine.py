@@ -181,6 +181,9 @@ class RealEngine:
                     del readers[reader]  # type: ignore[arg-type]
                     proc = procs[host][0]
                     proc.join(5)
+                    if unreported[host] and not failures:  # the others may wait on it: a moment, then stop
+                        grace = time.monotonic() + _FAIL_GRACE_S
+                        deadline = grace if deadline is None else min(deadline, grace)
                     for name in unreported[host]:
                         failures.setdefault(name, f"process exited with code {proc.exitcode} without a result")
                     continue

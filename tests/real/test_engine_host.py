@@ -222,3 +222,22 @@ def test_a_crashed_host_process_fails_the_run_with_its_log() -> None:
     with pytest.raises(RoleError, match="exited with code -11") as info:
         engine().run([Role("c", "a", crashes)])
     assert "last words" in info.value.detail and "Fatal Python error" in info.value.detail
+
+
+def test_a_crash_does_not_leave_the_run_waiting_for_the_roles_it_strands() -> None:
+    def crashes():
+        yield Clock()
+        os._exit(5)
+
+    def waits_for_it():
+        yield Lookup("never published")  # it would wait for the crashed role forever
+
+    def other():
+        yield Sleep(60e9)
+
+    t0 = time.monotonic()
+    with pytest.raises(RoleError, match="exited with code 5"):
+        RealEngine(timeout_s=60, run_timeout_s=120).run(
+            [Role("c", "a", crashes), Role("w", "b", waits_for_it), Role("o", "c", other)]
+        )
+    assert time.monotonic() - t0 < 15
