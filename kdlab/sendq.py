@@ -51,11 +51,16 @@ class SendQueue:
                 if not got:
                     yield Sleep(_FULL_POLL_NS)
                 self._reap(got)
-            self.signaled += 1
         yield PostSend(self.qp, wr)
+        if wr.signaled:
+            self.signaled += 1
 
     def wait_for(self, wr_id: int) -> Any:
-        """Wait for the completion of the signaled WR ``wr_id`` and return it (one thread only polls)."""
+        """Wait for the completion of the signaled WR ``wr_id`` and return it.
+
+        Only for a queue that one thread posts to: another thread's :meth:`post` could
+        reap the completion while this one waits for it.
+        """
         while wr_id not in self.completed:
             self._reap((yield WaitCq(self.cq, 16)))
         return self.completed.pop(wr_id)

@@ -73,11 +73,11 @@ class RealOptions:
     gid_index: int | None = None
     port: int = 1
     timeout_s: float = 30.0
-    cq_wait: str = "auto"  # "spin", "yield", or "auto": spin unless the host processes outnumber the cores
+    cq_wait: str = "auto"  # "spin", "yield", or "auto": spin only with fewer host processes than cores
 
 
 def spin_allowed(cq_wait: str, processes: int) -> bool:
-    """Whether busy CQ waits may spin: ``auto`` spins only if every host process can have a core of its own.
+    """Whether busy CQ waits may spin: ``auto`` spins only with fewer host processes than cores.
 
     On an oversubscribed machine (the testbed VM: 2 vCPUs for brokers, clients and
     the Soft-RoCE kernel work) spinning threads starve the ones that would produce

@@ -6,7 +6,9 @@ other roles: a role thread holds the host lock while it executes datapath code a
 gives it up only while an operation blocks (a CQ wait, a socket, a sleep, a queue).
 Shared Python state (a broker's logs, its purgatory) therefore needs no locks of its
 own, exactly as under kdsim. Queues and notifications wait on conditions built on
-the host lock, so a put or a notify between two yields is never missed.
+the host lock, so a put or a notify between two yields is never missed. Queue and
+notification names belong to one host here (they are global in kdsim): only the
+roles of one host may meet on a queue.
 """
 
 from __future__ import annotations

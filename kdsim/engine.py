@@ -265,8 +265,7 @@ class SimEngine:
             raise VerbsError(f"PostSend on QP {qp.qp_num} before ConnectQp (QP state INIT)")
         host = self._host
         cost = host.post_ns + host.post_wr_ns * (len(wrs) - 1)
-        st.debt += cost
-        st.busy_ns += cost
+        self._cpu(st, cost)
         t = self.env.now + st.debt
         nic = self.nics[st.host]
         if len(wrs) == 1:

@@ -30,6 +30,7 @@ from typing import Any
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.records import CorruptBatch
 from kdlab.ops import Clock, Compute, Notify, QueueGet, QueuePut, TcpAccept, TcpListen, TcpRecv, TcpSend, WaitNotify
 from kdlab.program import DatapathError
 
@@ -129,7 +130,11 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any
     log = state.logs[req.partition]
     size = len(req.data)
     yield Compute("crc32c", size)  # validate the batch (LogValidator): its CRC and framing
-    if check_batch(req.data) is None:
+    try:
+        valid = check_batch(req.data) is not None
+    except CorruptBatch:
+        valid = False
+    if not valid:
         yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
         return
     yield Compute("copy", size)  # append to the page cache, with the offsets assigned

@@ -79,7 +79,9 @@ def _endpoint(p: KafkaParams, me: str, peer: str, recv_cq: Any = None) -> Any:
     qp = yield CreateQp(send_cq, recv_cq, QpCap(4 * DEPTH, DEPTH))
     send_mr = yield RegMr(DEPTH * slot)
     recv_mr = yield RegMr(DEPTH * slot)
-    ep = Endpoint(qp, SendQueue(qp, send_cq, 4 * DEPTH, f"{me}->{peer}"), recv_cq, send_mr, recv_mr, slot)
+    # At most DEPTH sends in flight (SendQueue keeps ~3/4 of its depth unvouched): a send slot is
+    # reused only after the SEND that used it last has completed.
+    ep = Endpoint(qp, SendQueue(qp, send_cq, DEPTH, f"{me}->{peer}"), recv_cq, send_mr, recv_mr, slot)
     yield PostRecv(qp, [RecvWR(i, [recv_mr.sge(i * slot, slot)]) for i in range(DEPTH)])
     yield Publish(f"osu.{me}.{peer}", qp.endpoint())
     yield ConnectQp(qp, (yield Lookup(f"osu.{peer}.{me}")))
