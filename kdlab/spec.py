@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -174,24 +175,31 @@ def format_validation_error(err: ValidationError, origin: str, model: type[BaseM
     return "\n".join(lines)
 
 
+def read_yaml(source: str | Path | Mapping[str, Any], what: str, error: type[Exception]) -> tuple[Any, str]:
+    """The document in a YAML file, YAML text or mapping, and where it came from (for messages).
+
+    A one-line string ending in ``.yaml``/``.yml``, or naming an existing file, is a
+    path; a missing file or bad YAML raises ``error`` naming ``what`` it should be.
+    """
+    if isinstance(source, Mapping):
+        return dict(source), f"<{what}>"
+    path = Path(source)
+    origin = f"<{what}>"
+    if "\n" not in str(source) and (path.suffix in (".yaml", ".yml") or path.exists()):
+        if not path.exists():
+            raise error(f"{what} file {str(path)!r} does not exist")
+        origin, text = str(path), path.read_text()
+    else:
+        text = str(source)
+    try:
+        return yaml.safe_load(text), origin
+    except yaml.YAMLError as err:
+        raise error(f"{origin}: not valid YAML: {err}") from None
+
+
 def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) -> ExperimentSpec:
     """Read and validate a spec from a YAML file, YAML text or a mapping."""
-    origin = "<spec>"
-    if isinstance(source, dict):
-        doc: Any = source
-    else:
-        path = Path(source)
-        if path.suffix in (".yaml", ".yml") or path.exists():
-            if not path.exists():
-                raise SpecError(f"spec file {str(path)!r} does not exist")
-            origin = str(path)
-            text = path.read_text()
-        else:
-            text = str(source)
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise SpecError(f"{origin}: not valid YAML: {err}") from None
+    doc, origin = read_yaml(source, "spec", SpecError)
     if not isinstance(doc, dict):
         raise SpecError(f"{origin}: a spec is a mapping with at least 'name' and 'workload'")
     if engine is not None:

@@ -40,23 +40,26 @@ def send_msg(sock: socket.socket, msg: tuple[Any, ...]) -> None:
 
 def recv_msg(sock: socket.socket) -> tuple[Any, ...] | None:
     """Receive one message, or None if the peer closed the connection."""
-    head = _recv_exact(sock, _LEN.size)
+    head = recv_exact(sock, _LEN.size)
     if head is None:
         return None
-    body = _recv_exact(sock, _LEN.unpack(head)[0])
+    body = recv_exact(sock, _LEN.unpack(head)[0])
     if body is None:
         return None
     return pickle.loads(body)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
+def recv_exact(sock: socket.socket, n: int) -> bytearray | None:
+    """Exactly ``n`` bytes from ``sock``, or None if the peer closed the connection first."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
             return None
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf
 
 
 class _Store:

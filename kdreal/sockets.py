@@ -23,6 +23,7 @@ from itertools import count
 from typing import Any
 
 from kdlab.verbs import Connection, Listener
+from kdreal.rendezvous import recv_exact
 
 _LEN = struct.Struct(">Q")
 _BATCHES = struct.Struct(">I")
@@ -156,12 +157,7 @@ def _read_frame(sock: socket.socket, conn: Connection) -> Any:
 
 
 def _recv_exact(sock: socket.socket, n: int, conn: Connection) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            raise ConnectionError(f"TcpRecv: the peer closed connection {conn.conn_id} ({conn.service})")
-        got += k
+    buf = recv_exact(sock, n)
+    if buf is None:
+        raise ConnectionError(f"TcpRecv: the peer closed connection {conn.conn_id} ({conn.service})")
     return buf

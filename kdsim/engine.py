@@ -108,6 +108,7 @@ class SimEngine:
         host = self._host
         self._process_cores = {h: [0.0] * host.process_cores for h in hosts} if host.process_cores else {}
         self._machine = ServerPool("machine", host.machine_cores).servers if host.machine_cores else None
+        self._shared_cores = bool(host.process_cores or host.machine_cores)
         if self._machine is not None and profile.nic.on_host_cores:
             for nic in self.nics.values():  # a software RNIC: its work runs on the machine's cores
                 nic.pus.servers = self._machine
@@ -184,11 +185,11 @@ class SimEngine:
 
     def _cpu(self, st: RoleState, ns: float) -> None:
         st.busy_ns += ns
-        own = self._process_cores.get(st.host)
-        machine = self._machine
-        if own is None and machine is None:  # every thread its own core
+        if not self._shared_cores:  # every thread its own core: the common, fast case
             st.debt += ns
             return
+        own = self._process_cores.get(st.host)
+        machine = self._machine
         # The thread needs a core of its process (``process_cores``: one for a CPython
         # process) and one of the machine (``machine_cores``: hosts sharing a VM, whose
         # software RNIC may run on the same cores): FIFO on the process's cores, then

@@ -22,7 +22,6 @@ The client side (producer and consumer) is :mod:`kdlab.kafka.clients`.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +29,12 @@ from typing import Any
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
-from kdlab.kafka.records import CorruptBatch
+from kdlab.kafka.records import CorruptBatch, assign_offsets
 from kdlab.ops import Clock, Compute, Notify, QueueGet, QueuePut, TcpAccept, TcpListen, TcpRecv, TcpSend, WaitNotify
 from kdlab.program import DatapathError
 
 #: Wire bytes of request and response headers (Kafka 2.x, one topic and partition:
 #: request header ~ 40 B + client id + topic name; response ~ 58 B + topic name).
-_BASE_OFFSET = struct.Struct(">q")
 PRODUCE_REQUEST_OVERHEAD = 68
 PRODUCE_RESPONSE_BYTES = 68
 FETCH_REQUEST_BYTES = 80
@@ -138,7 +136,7 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any
         yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
         return
     yield Compute("copy", size)  # append to the page cache, with the offsets assigned
-    entry = log.append(size, req.records, _BASE_OFFSET.pack(log.leo) + req.data[8:])
+    entry = log.append(size, req.records, assign_offsets(req.data, log.leo))
     yield from _data_changed(state)
     ack = ProduceAck(req.partition, entry.base_offset)
     if req.acks == 0:

@@ -28,7 +28,7 @@ _IDS = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence at offse
 _IDS_OFFSET = 43
 _COUNT = struct.Struct(">i")  # records count at offset 57
 _LENGTH = struct.Struct(">i")  # batchLength at offset 8
-_OFFSET = struct.Struct(">q")  # baseOffset at offset 0
+BASE_OFFSET = struct.Struct(">q")  # baseOffset at offset 0 (not covered by the CRC)
 
 
 class BatchFactory:
@@ -91,5 +91,5 @@ def check_batch(buf: bytes | bytearray | memoryview, pos: int = 0, limit: int | 
     producer_id, _, base_sequence = _IDS.unpack_from(view, _IDS_OFFSET)
     (count,) = _COUNT.unpack_from(view, 57)
     timestamp, _ = _TIMES.unpack_from(view, _TIMES_OFFSET)
-    (base_offset,) = _OFFSET.unpack_from(view, 0)
+    (base_offset,) = BASE_OFFSET.unpack_from(view, 0)
     return BatchInfo(size, producer_id, base_sequence, count, timestamp, base_offset, crc)

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdlab.kafka.batches import BatchFactory, check_batch
+from kdlab.kafka.batches import BASE_OFFSET, BatchFactory, check_batch
 from kdlab.kafka.clients import delivery, wait_for_producers
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
@@ -64,7 +64,6 @@ from kdlab.verbs import ATOMIC_BYTES, Opcode, QpCap, RecvWR, SendWR
 
 SLOT_BYTES = 40  # written pos, HW pos, last-stable pos, HW offset, last-stable offset
 _SLOT = struct.Struct("<qqqqq")
-_OFFSET = struct.Struct(">q")
 CTL_BYTES = 64  # a control-plane request or answer on the wire
 QP_DEPTH = 256
 PRODUCE_SLOTS = 512  # 4 KiB of 8-byte reservation counters, one per live segment
@@ -338,7 +337,7 @@ def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> An
         if info is None:
             break
         state.committed[seg_id] = state.committed.get(seg_id, 0) + 1
-        yield WriteMem(seg.mr, seg.position, _OFFSET.pack(log.leo))  # assign offsets in place
+        yield WriteMem(seg.mr, seg.position, BASE_OFFSET.pack(log.leo))  # assign offsets in place
         entry = log.append(info.size, info.records, seg=seg)
         state.commits += 1
         replicas = log.replicas[1:]
@@ -375,7 +374,7 @@ def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendW
             break
         if info is None:
             break
-        base = _OFFSET.unpack_from(head, 0)[0]
+        base = BASE_OFFSET.unpack_from(head, 0)[0]
         log.leo = base  # the batch carries its offsets
         log.append(info.size, info.records, seg=seg)
     leader = log.replicas[0]

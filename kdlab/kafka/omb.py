@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdlab.spec import read_yaml
 
 KEY_DISTRIBUTORS = ("NO_KEY", "KEY_ROUND_ROBIN", "RANDOM_NANO")
 """``io.openmessaging.benchmark.utils.distributor.KeyDistributorType``."""
@@ -175,21 +176,7 @@ class OmbWorkload:
 
 def load_omb_workload(source: str | Path | Mapping[str, Any]) -> OmbWorkload:
     """Read and validate an OMB workload from a YAML file, YAML text or a mapping."""
-    origin = "<workload>"
-    if isinstance(source, Mapping):
-        doc: Any = dict(source)
-    else:
-        path = Path(source)
-        if path.suffix in (".yaml", ".yml") and "\n" not in str(source):
-            if not path.exists():
-                raise OmbError(f"workload file {str(path)!r} does not exist")
-            origin, text = str(path), path.read_text()
-        else:
-            text = str(source)
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise OmbError(f"{origin}: not valid YAML: {err}") from None
+    doc, origin = read_yaml(source, "workload", OmbError)
     if not isinstance(doc, dict):
         raise OmbError(f"{origin}: an OMB workload is a mapping of fields such as topics, messageSize")
     try:

@@ -126,6 +126,15 @@ def varint_size(v: int) -> int:
     return max(1, ((_zigzag(v)).bit_length() + 6) // 7)
 
 
+def _write_bytes(out: bytearray, data: bytes | None) -> None:
+    """A varint length and the bytes, or length -1 for null (keys, values, header values)."""
+    if data is None:
+        _write_varint(out, -1)
+    else:
+        _write_varint(out, len(data))
+        out += data
+
+
 def _write_varint(out: bytearray, v: int) -> None:
     z = _zigzag(v)
     while z >= 0x80:
@@ -234,22 +243,12 @@ def encode_batch(
         body.append(0)  # record attributes
         _write_varint(body, ts - base_ts)
         _write_varint(body, i)
-        for field in (key, value):
-            if field is None:
-                _write_varint(body, -1)
-            else:
-                _write_varint(body, len(field))
-                body += field
+        _write_bytes(body, key)
+        _write_bytes(body, value)
         _write_varint(body, len(headers))
         for hkey, hvalue in headers:
-            raw = hkey.encode()
-            _write_varint(body, len(raw))
-            body += raw
-            if hvalue is None:
-                _write_varint(body, -1)
-            else:
-                _write_varint(body, len(hvalue))
-                body += hvalue
+            _write_bytes(body, hkey.encode())
+            _write_bytes(body, hvalue)
         _write_varint(buf, len(body))
         buf += body
     attributes = (
