@@ -18,9 +18,14 @@
 
 * Push replication: the leader writes committed regions of its segment (zero copy)
   into each follower's copy with WRITE_WITH_IMM, in offset order, coalescing
-  contiguous regions up to ``max_rdma_batch``; the follower validates, appends and
-  acks with a zero-length WRITE_WITH_IMM; the leader's high watermark is the lowest
-  log end of the replicas, and moving it releases acks=all answers and the slots.
+  contiguous regions up to ``max_rdma_batch``; the follower validates and appends
+  each batch that starts at its log end, and acks every push with a zero-length
+  WRITE_WITH_IMM that carries how many batches it holds (``direct_replication``). The
+  leader counts a push as held only up to that end; its high watermark is the lowest
+  log end of the replicas, and moving it releases acks=all answers and the slots. A
+  batch that fails validation is never appended, nor anything after it: the high
+  watermark stays below it and acks=all requests for it are never answered (no ISR
+  shrink is modelled).
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from typing import Any
 
 from kdlab.kafka.batches import BASE_OFFSET, BatchFactory, check_batch
 from kdlab.kafka.clients import delivery, wait_for_producers
+from kdlab.kafka.direct_replication import (
+    FlipBit,
+    ack_imm,
+    end_offset,
+    held_batches,
+    imm_partition,
+    inject_flip,
+    is_ack,
+)
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.records import CorruptBatch
@@ -106,6 +120,8 @@ class KdBroker:
     landed: dict[int, int] = field(default_factory=dict)  # segment -> produce writes completed in it
     committed: dict[int, int] = field(default_factory=dict)  # segment -> batches committed in it
     delayed: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)  # acks=all: (last offset, pid, seg)
+    confirmed: dict[tuple[str, int], int] = field(default_factory=dict)  # (follower, partition) -> batches it holds
+    faults: list[FlipBit] = field(default_factory=list)  # fault injection aimed at this broker's replicas (tests)
 
 
 # --- broker ---------------------------------------------------------------------------
@@ -276,8 +292,8 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
             if not wc.ok:
                 raise DatapathError(f"broker {state.name}: receive failed: {wc}")
             yield PostRecv(state.qp_by_num[wc.qp_num], recv)
-            seg_id = wc.imm_data
-            yield QueuePut(_handler_queue(state, seg_id // 1_000_000), (seg_id, state.source[wc.qp_num]))
+            imm = wc.imm_data  # a segment id, or a follower's ack
+            yield QueuePut(_handler_queue(state, imm_partition(imm)), (imm, state.source[wc.qp_num]))
 
 
 def handler_thread(state: KdBroker, index: int) -> Any:
@@ -291,11 +307,11 @@ def handler_thread(state: KdBroker, index: int) -> Any:
     queue = f"{state.name}.h{index}"
     ack = SendWR(0, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
     while True:
-        seg_id, source = yield QueueGet(queue)
-        log = state.logs[seg_id // 1_000_000]
-        if source not in ("producer", "leader", "sealed") and log.partition in state.leads:
-            yield from _replica_acked(state, log, source, ack)  # a follower confirms a push
+        seg_id, source = yield QueueGet(queue)  # or a follower's ack, which names no segment
+        if is_ack(seg_id):  # a follower confirms a push
+            yield from _replica_acked(state, state.logs[imm_partition(seg_id)], source, seg_id, ack)
             continue
+        log = state.logs[seg_id // 1_000_000]
         seg = log.segment(seg_id)
         if log.partition not in state.leads:
             yield from _replica_append(state, log, seg, ack)  # the leader pushed into our copy
@@ -362,31 +378,43 @@ def _ack_producer(state: KdBroker, pid: int, seg_id: int, ack: SendWR) -> Any:
 
 
 def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
-    """Follower: validate and append what the leader pushed (offsets already assigned), then ack."""
+    """Follower: validate and append what the leader pushed (offsets already assigned), then ack.
+
+    Only a whole, valid batch that starts at our log end is appended, so the log
+    stays contiguous: after a corrupt batch nothing more is, in this push or a later
+    one. The ack carries the batches we hold, not the push's end.
+    """
     while seg.position + 12 <= seg.capacity:
         head = yield ReadMem(seg.mr, seg.position, 12)
         length = int.from_bytes(head[8:12], "big", signed=True)
         if length <= 0 or seg.position + 12 + length > seg.capacity:
             break
+        data = yield ReadMem(seg.mr, seg.position, 12 + length)
+        if state.faults and (yield from inject_flip(state.faults, log, seg, data)):
+            data = yield ReadMem(seg.mr, seg.position, 12 + length)  # fault injection: read the flipped bytes
         try:  # a later push may still be landing: its bytes are checked once its completion came
-            info = check_batch((yield ReadMem(seg.mr, seg.position, 12 + length)))
+            info = check_batch(data)
         except CorruptBatch:
             break
-        if info is None:
+        if info is None or info.base_offset != log.leo:  # not landed yet, or past a batch we could not append
             break
-        base = BASE_OFFSET.unpack_from(head, 0)[0]
-        log.leo = base  # the batch carries its offsets
         log.append(info.size, info.records, seg=seg)
     leader = log.replicas[0]
     target = state.peer_ack[leader]
-    ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg.seg_id
+    ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, ack_imm(log.partition, len(log.entries))
     yield from state.peer_sq[leader].post(ack)
 
 
-def _replica_acked(state: KdBroker, log: PartitionLog, follower: str, ack: SendWR) -> Any:
-    """Leader: a follower holds a pushed region; move the high watermark, release acks=all."""
+def _replica_acked(state: KdBroker, log: PartitionLog, follower: str, imm: int, ack: SendWR) -> Any:
+    """Leader: a follower acks a push; count it as held up to the follower's log end, move the high watermark.
+
+    Acks come in push order; each confirms at most its push (the next confirms the rest).
+    """
     q = log.partition
     end = state.pushed[follower, q].popleft()
+    held = held_batches(imm, state.confirmed.get((follower, q), 0), len(log.entries), follower, q)
+    state.confirmed[follower, q] = held
+    end = min(end, end_offset(log, held))
     log.follower_leo[follower] = max(log.follower_leo.get(follower, 0), end)
     if not log.advance_hw(len(log.replicas)):
         return
@@ -590,13 +618,18 @@ def _check(wcs: list) -> None:
 # --- wiring -------------------------------------------------------------------------------
 
 
-def roles(p: KafkaParams) -> list[Role]:
+def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
+    """The roles of one KafkaDirect run; ``faults`` (fault injection, for tests) flip bits in followers' copies."""
     from kdlab.kafka.cluster import brokers, expected_records, replicas
 
+    for f in faults:
+        if f.partition >= p.partitions or f.follower not in replicas(p, f.partition)[1:]:
+            raise ValueError(f"{f}: {f.follower} is not a follower of partition {f.partition}")
     states = {}
     for b in brokers(p):
         logs = {q: PartitionLog(q, p.segment_bytes, replicas(p, q)) for q in range(p.partitions) if b in replicas(p, q)}
-        states[b] = KdBroker(b, p, logs, leads={q for q in logs if replicas(p, q)[0] == b})
+        aimed = [f for f in faults if f.follower == b]
+        states[b] = KdBroker(b, p, logs, leads={q for q in logs if replicas(p, q)[0] == b}, faults=aimed)
     out: list[Role] = []
     producers: dict[str, list[tuple[int, str]]] = {b: [] for b in states}
     clients: dict[str, int] = dict.fromkeys(states, 0)
