@@ -1,4 +1,8 @@
-"""The ``kdlab`` command line: a thin layer over the runner, profiles and figures."""
+"""The ``kdlab`` command line: a thin layer over the runner, profiles and figures.
+
+Every error is one line on stderr, ``kdlab: error: WHAT (WHAT TO DO)``, and a non-zero exit;
+``kdlab --debug ...`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,20 @@ from pathlib import Path
 
 import click
 
-from kdlab.spec import SpecError, load_spec
+from kdlab.cli_errors import ErrorsInOneLine
+from kdlab.spec import load_spec
 
 EXPERIMENTS_DIR = Path("experiments")
 
 
 def _specs(paths: tuple[str, ...], engine: str | None = None) -> list:
-    try:
-        return [load_spec(p, engine=engine) for p in paths]
-    except SpecError as err:
-        raise click.ClickException(str(err)) from None
+    return [load_spec(p, engine=engine) for p in paths]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ErrorsInOneLine, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kdlab")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="on an error, show the traceback instead of one line")
+def main(debug: bool) -> None:
     """kdlab: KafkaDirect and RDMA datapaths in simulation (kdsim) and on real verbs (kdreal).
 
     Start with `kdlab reproduce` (every main experiment, results and figures), `kdlab perftest
@@ -39,6 +42,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--executor", default=None, help="dask://HOST:PORT to run the sweep on a Dask cluster (default: local)")
 @click.option("--recompute", is_flag=True, help="ignore results already computed for these points")
+@click.option("--yes", "-y", is_flag=True, help="run sweeps of more than 10,000 points to compute without asking")
 def run(
     specs: tuple[str, ...],
     engine: str | None,
@@ -49,19 +53,22 @@ def run(
     quiet: bool,
     executor: str | None,
     recompute: bool,
+    yes: bool,
 ) -> None:
     """Run experiment SPECS (YAML files): sweep, write results, draw figures.
 
-    Points already in RESULTS_DIR (same config, seed and code) are not computed again; a sweep
-    that was interrupted resumes where it stopped.
+    Points already in RESULTS_DIR (same resolved config, every profile value included, same
+    seed and same code) are not computed again; a sweep that was interrupted resumes where it
+    stopped. Sweeps of more than 10,000 points to compute need --yes.
     """
-    from kdlab.runner import SweepFailed, run_experiment
+    from kdlab.runner import CONFIRM_POINTS, SweepFailed, run_experiment
 
     failed = False
     for spec in _specs(specs, engine):
         try:
             df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet,
-                                executor=executor, recompute=recompute, log=click.echo)  # fmt: skip
+                                executor=executor, recompute=recompute, log=click.echo,
+                                max_points=None if yes else CONFIRM_POINTS)  # fmt: skip
         except SweepFailed as err:
             click.echo(str(err), err=True)
             df, failed = err.frame, True
@@ -91,8 +98,12 @@ def reproduce(workers: int | None, results_dir: str, figures_dir: str, experimen
     from kdlab.figures import render
     from kdlab.runner import run_experiment
 
+    if not Path(experiments_dir).is_dir():
+        raise click.ClickException(f"--experiments-dir: no folder {experiments_dir!r}; give the experiments folder")
     paths = sorted(str(p) for p in Path(experiments_dir).glob("*.yaml"))
     specs = [s for s in _specs(tuple(paths), "sim") if s.main]
+    if not specs:
+        raise click.ClickException(f"--experiments-dir: {experiments_dir!r} has no spec with main: true; nothing to do")
     checks = []
     timings = []
     for spec in specs:
@@ -120,10 +131,13 @@ def reproduce(workers: int | None, results_dir: str, figures_dir: str, experimen
 @click.argument("specs", nargs=-1, required=True)
 def validate(specs: tuple[str, ...]) -> None:
     """Check experiment SPECS without running them; print the number of points."""
-    from kdlab.spec import expand
+    from kdlab.runner import CONFIRM_POINTS
+    from kdlab.spec import grid_size
 
     for spec in _specs(specs):
-        click.echo(f"{spec.name}: ok, {len(expand(spec))} points ({spec.workload}, {spec.engine}, {spec.profile})")
+        n = grid_size(spec)
+        big = f"; more than {CONFIRM_POINTS:,}: `kdlab run` asks for --yes" if n > CONFIRM_POINTS else ""
+        click.echo(f"{spec.name}: ok, {n:,} points ({spec.workload}, {spec.engine}, {spec.profile}){big}")
 
 
 @main.command()
@@ -157,10 +171,10 @@ def profiles(name: str | None) -> None:
         ["send_lat", "write_lat", "read_lat", "atomic_lat", "send_bw", "write_bw", "read_bw", "atomic_bw"]
     ),
 )
-@click.option("-s", "--size", type=int, default=None, help="message size in bytes (perftest -s)")
+@click.option("-s", "--size", type=click.IntRange(min=1), default=None, help="message size in bytes (perftest -s)")
 @click.option("-a", "--all", "all_sizes", is_flag=True, help="sizes 2 B .. 8 MiB (perftest -a)")
-@click.option("-n", "--iters", type=int, default=1000, show_default=True, help="iterations per QP")
-@click.option("-q", "--qp", "qps", type=int, default=1, show_default=True, help="queue pairs")
+@click.option("-n", "--iters", type=click.IntRange(min=5), default=1000, show_default=True, help="iterations per QP")
+@click.option("-q", "--qp", "qps", type=click.IntRange(min=1), default=1, show_default=True, help="queue pairs")
 @click.option("-t", "--tx-depth", type=int, default=None, help="outstanding WRs per QP (default 128 bw, 1 lat)")
 @click.option("-Q", "--cq-mod", type=int, default=100, show_default=True, help="one CQE per this many WRs")
 @click.option("-l", "--post-list", type=int, default=1, show_default=True, help="WRs per doorbell")
@@ -181,13 +195,23 @@ def perftest(
     engine: str,
 ) -> None:
     """Run a perftest-equivalent TEST and print perftest's table (ib_<TEST> in perftest)."""
+    from pydantic import ValidationError
+
     from kdlab.perftest_report import BW_HEADER, LAT_HEADER, format_bw_row, format_latency_row
     from kdlab.spec import Point
     from kdlab.workloads.perftest import MAX_SIZE, PerftestParams, PerftestWorkload
 
     is_lat = test.endswith("_lat")
     default = 8 if test.startswith("atomic") else (2 if is_lat else 65536)
-    sizes = [1 << i for i in range(1, 24) if (1 << i) <= MAX_SIZE] if all_sizes else [size or default]
+    sizes = [1 << i for i in range(1, 24) if (1 << i) <= MAX_SIZE] if all_sizes else [default if size is None else size]
+    if engine == "sim":
+        from kdsim.profile import load_profile
+
+        load_profile(profile)  # an unknown profile fails here, before the table's header
+    else:
+        from kdlab.engines import require_engine
+
+        require_engine(engine)
     click.echo(f"# kdlab perftest {test} on {engine} ({profile if engine == 'sim' else 'device'}), {qps} QP(s)")
     click.echo(LAT_HEADER if is_lat else BW_HEADER)
     for s in sizes:
@@ -204,8 +228,10 @@ def perftest(
             params["tx_depth"] = tx_depth
         try:
             PerftestParams.model_validate(params)
-        except Exception as err:
-            raise click.ClickException(str(err)) from None
+        except ValidationError as err:
+            from kdlab.spec import format_validation_error
+
+            raise click.ClickException(format_validation_error(err, "perftest", PerftestParams)) from None
         point = Point("cli-perftest", "perftest", engine, profile, (), tuple(sorted(params.items())), 0)
         row = PerftestWorkload().run_point(point)[0]
         msg = row["msg_bytes"]
@@ -216,16 +242,24 @@ def perftest(
 @click.option("--results-dir", default="results", show_default=True)
 @click.option("--figures-dir", default="paper_figures", show_default=True)
 @click.option("--experiments-dir", default=str(EXPERIMENTS_DIR), show_default=True)
-def figures(results_dir: str, figures_dir: str, experiments_dir: str) -> None:
-    """Redraw every experiment's figure from the results already in RESULTS_DIR."""
+@click.option("--all-versions", is_flag=True, help="also draw rows computed by other code versions (measured runs)")
+def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versions: bool) -> None:
+    """Redraw every experiment's figure from the results already in RESULTS_DIR (current code's rows)."""
     from kdlab.figures import render
-    from kdlab.results import read_results
+    from kdlab.results import load_results
 
+    if not Path(experiments_dir).is_dir():
+        raise click.ClickException(f"--experiments-dir: no folder {experiments_dir!r}; give the experiments folder")
     for path in sorted(Path(experiments_dir).glob("*.yaml")):
         spec = _specs((str(path),))[0]
         if not spec.figure or not (Path(results_dir) / spec.name).is_dir():
             continue
-        for p in render(read_results(results_dir, spec.name), spec, figures_dir):
+        got = load_results(results_dir, spec.name, all_versions=all_versions)
+        if not len(got.frame):
+            click.echo(f"{spec.name}: no rows of the current code ({got.other_versions} of other versions: "
+                       "--all-versions draws them)", err=True)  # fmt: skip
+            continue
+        for p in render(got.frame, spec, figures_dir):
             click.echo(str(p))
 
 
@@ -234,7 +268,13 @@ def figures(results_dir: str, figures_dir: str, experiments_dir: str) -> None:
 def calibrate_anchor(profile: str) -> None:
     """Fit the profile's fitted parameter to its anchor measurement and print the result."""
     from kdsim.calibrate import fit_anchor
+    from kdsim.profile import available_profiles, load_profile
 
+    fitted = [n for n in available_profiles() if {"parameter", "anchor"} <= set(load_profile(n).fit)]
+    if profile not in fitted:
+        load_profile(profile)  # an unknown profile says so
+        raise click.ClickException(f"profile {profile!r} has no anchor to fit (fit.parameter and fit.anchor); "
+                                   f"profiles with one: {', '.join(fitted)}")  # fmt: skip
     result = fit_anchor(profile)
     for k, v in result.items():
         click.echo(f"{k}: {v}")
@@ -280,7 +320,7 @@ def calibrate_kafka(
         fig = spec.figure
         if fig is not None and not isinstance(fig, str):
             metrics[spec.name] = list(fig.y)
-        frames.append(read_results(results_dir, spec.name))
+        frames.append(read_results(results_dir, spec.name, all_versions=True))  # measured runs are data
     try:
         measured = fit_kafka.measurements(pd.concat(frames), metrics)
         chosen = fit_kafka.select(measured, fit_on)
@@ -397,25 +437,48 @@ def omb(workload: str, system: str, profile: str, out: str | None) -> None:
 @main.command()
 @click.argument("sql")
 @click.option("--results-dir", default="results", show_default=True)
-def query(sql: str, results_dir: str) -> None:
-    """Run SQL (DuckDB) over the result tables: each experiment is a view named after it.
+@click.option("--all-versions", is_flag=True, help="include points computed by other code versions")
+def query(sql: str, results_dir: str, all_versions: bool) -> None:
+    """Run SQL (DuckDB) over the result tables: one view per experiment, one row per point.
 
-    Example: kdlab query "select variant, record_bytes, produce_mb_per_s from \"kafka-produce\" order by 2"
+    Each experiment is a view named after it with '-' and '.' as '_' (kafka-produce ->
+    kafka_produce), holding the newest computation of each point by the current code; the
+    rows left out are counted on stderr. Example:
+
+        kdlab query "select variant, record_bytes, produce_mb_per_s from kafka_produce order by 2"
     """
-    import duckdb
+    from kdlab.results_views import connect
 
-    con = duckdb.connect()
-    for folder in sorted(p for p in Path(results_dir).iterdir() if p.is_dir() and any(p.glob("part-*.parquet"))):
-        glob = str(folder / "part-*.parquet").replace("'", "''")
-        con.execute(
-            f'create view "{folder.name}" as select * exclude (rn) from (select *, row_number() over '
-            f'(partition by config_json, "row" order by created_utc desc) as rn '
-            f"from read_parquet('{glob}', union_by_name=true)) where rn = 1"  # newest rows per point config
-        )
+    con, left_out = connect(results_dir, all_versions=all_versions)
     try:
-        click.echo(con.sql(sql).df().to_string(index=False))
-    except duckdb.Error as err:
-        raise click.ClickException(str(err)) from None
+        frame = con.sql(sql).df()
+    except Exception as err:  # duckdb.Error: a bad query; one line names it
+        raise click.ClickException(f"SQL: {str(err).splitlines()[0]}") from None
+    click.echo(frame.to_string(index=False))
+    if left_out:
+        click.echo(left_out, err=True)
+
+
+@main.group()
+def results() -> None:
+    """Look after a results folder: `kdlab results check [--repair]`."""
+
+
+@results.command("check")
+@click.option("--results-dir", default="results", show_default=True)
+@click.option("--repair", is_flag=True, help="move bad parts to <experiment>/_quarantine/, delete leftover temp files")
+def results_check(results_dir: str, repair: bool) -> None:
+    """Find unreadable or foreign result parts and temp files of killed runs; exit 1 if any remain."""
+    from kdlab.results_check import check_results
+
+    findings = check_results(results_dir, repair=repair)
+    for finding in findings:
+        click.echo(str(finding))
+    if not findings:
+        click.echo(f"{results_dir}: every part is readable and belongs to its experiment")
+    elif not repair:
+        click.echo(f"{len(findings)} problem(s); `kdlab results check --repair` moves them aside", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,15 @@
-"""Result files: Parquet parts under ``results/<experiment>/``, written atomically.
+"""Result files: Parquet parts under ``results/<experiment>/``, written atomically, read one row per point.
 
-Each run of a sweep appends one part file. A part is written to a temporary name in
-the same directory and renamed into place, so an interrupted or failed run leaves
-no partial file. Readers see the union of the parts (the newest rows per point config),
-so ``pandas.read_parquet("results/<experiment>")`` and DuckDB's
-``read_parquet('results/*/*.parquet')`` both work directly.
+Each run of a sweep appends parts. A part is written to a temporary name in the same
+directory (``.part-<pid>-*.tmp``) and renamed into place, so an interrupted or failed run
+leaves no partial part; a temporary file whose writer died is removed by the next write.
+
+Readers (:func:`read_results`, ``kdlab query``, figures, notebooks) return **one
+computation per point**: rows computed by the current code (its fingerprint, see
+:mod:`kdlab.provenance`), and of those the newest computation of each point. Rows of other
+code versions come back only with ``all_versions=True`` (then the newest per point config).
+A part that cannot be read, or that belongs to no experiment of this folder, stops the read
+with a :class:`ResultsError` naming it; ``kdlab results check --repair`` moves it aside.
 """
 
 from __future__ import annotations
@@ -13,10 +18,21 @@ import os
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+#: Columns without which a Parquet file is not a kdlab result part.
+REQUIRED_COLUMNS = ("experiment", "config_json", "created_utc")
+#: Where ``kdlab results check --repair`` moves bad parts (pyarrow's dataset reader skips ``_`` folders).
+QUARANTINE = "_quarantine"
+_STALE_TMP_S = 24 * 3600
+
+
+class ResultsError(RuntimeError):
+    """A results folder or part cannot be used; the message names it and what to do."""
 
 
 def write_part(rows: list[dict[str, Any]], results_dir: str | Path, experiment: str) -> Path | None:
@@ -25,9 +41,10 @@ def write_part(rows: list[dict[str, Any]], results_dir: str | Path, experiment: 
         return None
     folder = Path(results_dir) / experiment
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)
     frame = pd.DataFrame(rows)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".part-{os.getpid()}-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
@@ -39,14 +56,124 @@ def write_part(rows: list[dict[str, Any]], results_dir: str | Path, experiment: 
     return final
 
 
-def read_results(results_dir: str | Path = "results", experiment: str | None = None) -> pd.DataFrame:
-    """All rows of one experiment (or all): per point config, the newest computation's rows."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Temporary part files in ``folder`` whose writer is gone (dead pid, no pid, or a day old)."""
+    stale = []
+    for tmp in folder.glob(".part-*.tmp"):
+        pid = tmp.name.split("-")[1]
+        old = time.time() - tmp.stat().st_mtime > _STALE_TMP_S
+        if old or not pid.isdigit() or not _pid_alive(int(pid)):
+            stale.append(tmp)
+    return stale
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Remove what a killed run left half-written in ``folder``; -> how many files."""
+    gone = 0
+    for tmp in stale_temps(folder):
+        tmp.unlink(missing_ok=True)
+        gone += 1
+    return gone
+
+
+def part_problem(path: Path) -> str | None:
+    """Why ``path`` is not a good result part of its folder's experiment, or None."""
+    if not (path.name.startswith("part-") and path.suffix == ".parquet"):
+        return "not a result part (parts are named part-*.parquet)"
+    try:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        experiments = pd.read_parquet(path, columns=["experiment"])["experiment"].unique()
+    except Exception as err:  # truncated, empty or not Parquet at all
+        return f"not readable as Parquet ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        return f"foreign Parquet file: no column(s) {', '.join(missing)}"
+    if any(e != path.parent.name for e in experiments):
+        return f"foreign part: its rows belong to experiment(s) {', '.join(map(str, experiments))}"
+    return None
+
+
+def _read_part(path: Path) -> pd.DataFrame:
+    problem = part_problem(path)
+    if problem:
+        raise ResultsError(f"{path}: {problem}; `kdlab results check --repair` moves it aside")
+    return pd.read_parquet(path)
+
+
+@dataclass
+class ResultSet:
+    """The rows a reader returns, and how many it left out and why."""
+
+    frame: pd.DataFrame
+    other_versions: int = 0
+    superseded: int = 0
+
+    @property
+    def left_out(self) -> int:
+        return self.other_versions + self.superseded
+
+
+def experiment_folders(results_dir: str | Path) -> list[Path]:
+    """Folders of ``results_dir`` that hold result parts."""
     root = Path(results_dir)
-    folders = [root / experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
+    if not root.is_dir():
+        raise ResultsError(f"no results folder {str(root)!r} here; run from the project root or pass --results-dir")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and
+                  any(p.glob("part-*.parquet")))  # fmt: skip
+
+
+def load_results(
+    results_dir: str | Path = "results",
+    experiment: str | None = None,
+    *,
+    all_versions: bool = False,
+    fingerprint: str | None = None,
+) -> ResultSet:
+    """One computation per point of one experiment (or all), with the counts it left out."""
+    root = Path(results_dir)
+    folders = [root / experiment] if experiment else experiment_folders(root)
     parts = [f for folder in folders if folder.is_dir() for f in sorted(folder.glob("part-*.parquet"))]
     if not parts:
-        return pd.DataFrame()
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    frame = frame.sort_values("created_utc", kind="stable")
-    key = ["config_json", "row"] if "row" in frame.columns else ["config_json"]
-    return frame.drop_duplicates(key, keep="last").reset_index(drop=True)
+        return ResultSet(pd.DataFrame())
+    frame = pd.concat([_read_part(p) for p in parts], ignore_index=True)
+    other = 0
+    if not all_versions:
+        if fingerprint is None:
+            from kdlab.provenance import code_fingerprint
+
+            fingerprint = code_fingerprint()
+        current = frame["code_fingerprint"] == fingerprint if "code_fingerprint" in frame else False
+        current = pd.Series(current, index=frame.index, dtype=bool)
+        other = int((~current).sum())
+        frame = frame[current]
+    identity = "point_key" if not all_versions else "config_json"
+    run = frame["run_id"] if "run_id" in frame else pd.Series(index=frame.index, dtype=object)
+    frame = frame.assign(_run=run.fillna(frame["created_utc"]).astype(str))
+    frame = frame.sort_values(["created_utc", "_run"], kind="stable")
+    newest = frame.groupby(identity, sort=False)["_run"].transform("last")
+    keep = frame["_run"] == newest
+    out = frame[keep].drop(columns="_run").reset_index(drop=True)
+    return ResultSet(out, other_versions=other, superseded=int((~keep).sum()))
+
+
+def read_results(
+    results_dir: str | Path = "results", experiment: str | None = None, *, all_versions: bool = False
+) -> pd.DataFrame:
+    """The rows of one experiment (or all): per point, the newest computation by the current code.
+
+    ``all_versions=True`` also returns points computed by other code versions (the newest
+    computation per point config), e.g. measured runs kept as data.
+    """
+    return load_results(results_dir, experiment, all_versions=all_versions).frame

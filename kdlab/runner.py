@@ -1,13 +1,17 @@
 """The runner: one sweep loop for the library, the CLI and notebooks.
 
 ``run_experiment(spec)`` expands a spec into points, skips the points whose results are
-already in ``results/`` (each point is keyed by a hash of its full config and the code
-version), runs the rest in parallel (a local process pool, or a Dask cluster: pass
-``executor="dask://HOST:PORT"`` or a ``distributed.Client``) with a progress bar,
+already in ``results/`` (each point is keyed by a hash of its resolved config, every profile
+value included, and the code fingerprint: see :mod:`kdlab.provenance`), runs the rest in
+parallel (a local process pool, or a Dask cluster: pass ``executor="dask://HOST:PORT"`` or a
+``distributed.Client``) with a progress bar,
 stamps every row with the common schema columns, writes them as Parquet parts as it
 goes (so a killed sweep resumes where it stopped), and returns all rows as a
 DataFrame. A failed point is reported with its config and error and does not sink the
-rest; :class:`SweepFailed` is raised at the end if any failed.
+rest; :class:`SweepFailed` is raised at the end if any failed. An interrupt (Ctrl-C) writes
+the points already finished before it propagates. A sweep of more than ``max_points`` points
+to compute (default 10,000) is refused with its size and an estimate of its run time, unless
+the caller says yes (``max_points=None``, ``kdlab run --yes``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -25,10 +30,17 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kdlab.engines import profile_fingerprint
-from kdlab.results import read_results, write_part
-from kdlab.schema import SCHEMA_VERSION, code_version, git_commit
-from kdlab.spec import ExperimentSpec, Point, expand, load_spec
+from kdlab.provenance import code_fingerprint, point_key, profile_hash, resolved_profile
+from kdlab.results import load_results, remove_stale_temps, write_part
+from kdlab.schema import SCHEMA_VERSION, git_commit
+from kdlab.spec import ExperimentSpec, Point, SpecError, expand, load_spec
+
+#: Above this many points to compute, a sweep runs only when the caller says yes.
+CONFIRM_POINTS = 10_000
+
+
+class SweepTooLarge(SpecError):
+    """A sweep has more points to compute than the caller allowed without confirmation."""
 
 
 @dataclass
@@ -51,27 +63,30 @@ class SweepFailed(RuntimeError):
         super().__init__(f"{len(failures)} sweep point(s) failed:\n{lines}{more}")
 
 
-def run_point(point: Point, version: str) -> list[dict[str, Any]]:
+def run_point(point: Point, fingerprint: str) -> list[dict[str, Any]]:
     """Run one point and return its rows with the common columns."""
+    from kdlab import __version__
     from kdlab.workloads import get_workload
 
+    values = resolved_profile(point)  # resolved before the run: the numbers this run uses
     t0 = time.perf_counter()
     rows = get_workload(point.workload).run_point(point)
     wall = time.perf_counter() - t0
-    from kdlab import __version__
-
     common = {
         "experiment": point.experiment,
         "workload": point.workload,
         "engine": point.engine,
         "profile": point.profile,
-        "profile_fingerprint": profile_fingerprint(point.profile) if point.engine == "sim" else "",
+        "profile_fingerprint": profile_hash(values),
+        "profile_values": json.dumps(values, sort_keys=True),
         "profile_overrides": json.dumps(dict(point.profile_overrides), sort_keys=True),
         "seed": point.seed,
         "kdlab_version": __version__,
-        "git_commit": version.partition("@")[2],
-        "point_key": point.key(version),
+        "git_commit": git_commit(),
+        "code_fingerprint": fingerprint,
+        "point_key": point_key(point, fingerprint, values),
         "config_json": json.dumps(point.config(), sort_keys=True, default=str),
+        "run_id": uuid.uuid4().hex[:16],
         "created_utc": pd.Timestamp.now(tz="UTC").isoformat(),
         "wall_s": wall,
         "schema_version": SCHEMA_VERSION,
@@ -106,7 +121,7 @@ def run_points(
     ``distributed.Client`` or ``"dask://HOST:PORT"`` for a Dask cluster. ``on_rows(rows)``
     is called with each finished point's rows (the runner writes them as it goes).
     """
-    version = code_version()
+    version = code_fingerprint()
     # Measured points (engine real) run one at a time: parallel runs would share CPUs and the device.
     measured = workers is None and any(p.engine == "real" for p in points)
     results: list[list[dict[str, Any]]] = [[] for _ in points]
@@ -129,10 +144,13 @@ def run_points(
                 done(i, *_run_point_safe(point, version))
         else:
             n = default_workers() if workers is None else workers
-            with ProcessPoolExecutor(max_workers=min(n, len(points))) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(n, len(points)))
+            try:
                 futures = {pool.submit(_run_point_safe, p, version): i for i, p in enumerate(points)}
                 for fut in as_completed(futures):
                     done(futures[fut], *fut.result())
+            finally:  # on an interrupt: drop the points not started instead of running them all
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
     failures.sort(key=lambda f: points.index(f.point))
@@ -165,38 +183,69 @@ def run_experiment(
     executor: Any = None,
     recompute: bool = False,
     log: Any = None,
+    max_points: int | None = CONFIRM_POINTS,
 ) -> pd.DataFrame:
-    """Run a spec's sweep, computing only the points not already in ``results_dir``."""
+    """Run a spec's sweep, computing only the points not already in ``results_dir``.
+
+    ``max_points``: refuse (:class:`SweepTooLarge`) to compute more points than this; None
+    computes any number.
+    """
     if not isinstance(spec, ExperimentSpec):
         spec = load_spec(spec, engine=engine)
     elif engine is not None and engine != spec.engine:
         spec = spec.model_copy(update={"engine": engine})
     points = expand(spec)
-    version = code_version()
+    if any(p.engine == "real" for p in points):
+        from kdlab.engines import require_engine
+
+        require_engine("real")  # once, before the first point, instead of once per point
+    fingerprint = code_fingerprint()
+    keys = [p.key(fingerprint) for p in points]
     cached: dict[str, list[dict[str, Any]]] = {}
-    if results_dir is not None and not recompute and (Path(results_dir) / spec.name).is_dir():
-        old = read_results(results_dir, spec.name)
-        if len(old):
-            wanted = {p.key(version) for p in points}
-            for row in old[old["point_key"].isin(wanted)].to_dict("records"):
-                cached.setdefault(row["point_key"], []).append(row)
-    todo = [p for p in points if p.key(version) not in cached]
+    folder = Path(results_dir) / spec.name if results_dir is not None else None
+    if folder is not None and folder.is_dir():
+        remove_stale_temps(folder)
+        if not recompute:
+            old = load_results(results_dir, spec.name, fingerprint=fingerprint).frame  # type: ignore[arg-type]
+            if len(old):
+                for row in old[old["point_key"].isin(set(keys))].to_dict("records"):
+                    cached.setdefault(row["point_key"], []).append(row)
+    todo = [p for p, k in zip(points, keys, strict=True) if k not in cached]
+    if max_points is not None and len(todo) > max_points:
+        raise SweepTooLarge(f"{spec.name}: {len(todo):,} points to compute (more than {max_points:,}); "
+                            f"{_estimate(results_dir, spec.name, len(todo), workers)}; "
+                            "pass --yes (kdlab run) or max_points=None to run it")  # fmt: skip
     say = log if log is not None else (lambda msg: tqdm.write(msg) if progress else None)
     if cached:
         say(f"{spec.name}: {len(points) - len(todo)} of {len(points)} points already computed; computing {len(todo)}")
     writer = _PartWriter(results_dir, spec.name) if results_dir is not None else None
-    rows, failures = run_points(todo, workers=workers, progress=progress and bool(todo), desc=spec.name,
-                                executor=executor, on_rows=writer.add if writer else None)  # fmt: skip
-    if writer is not None:
-        writer.flush()
-    new = {}
+    try:
+        rows, failures = run_points(todo, workers=workers, progress=progress and bool(todo), desc=spec.name,
+                                    executor=executor, on_rows=writer.add if writer else None)  # fmt: skip
+    finally:  # an interrupt still writes the points that finished
+        if writer is not None:
+            writer.flush()
+    new: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         new.setdefault(row["point_key"], []).append(row)
-    ordered = [r for p in points for r in (cached.get(p.key(version)) or new.get(p.key(version), []))]
+    ordered = [r for k in keys for r in (cached.get(k) or new.get(k, []))]
     frame = pd.DataFrame(ordered)
     if failures:
         raise SweepFailed(failures, frame)
     return frame
+
+
+def _estimate(results_dir: str | Path | None, experiment: str, n: int, workers: int | None) -> str:
+    """A run-time estimate from earlier computations of this experiment, if any."""
+    if results_dir is None or not (Path(results_dir) / experiment).is_dir():
+        return "no earlier run of this experiment to estimate its time from"
+    old = load_results(results_dir, experiment, all_versions=True).frame
+    if "wall_s" not in old or not len(old):
+        return "no earlier run of this experiment to estimate its time from"
+    per_point = float(old.drop_duplicates("config_json")["wall_s"].median())
+    hours = per_point * n / (workers or default_workers()) / 3600
+    n_workers = workers or default_workers()
+    return f"about {hours:.3g} h at {per_point:.3g} s a point (earlier runs) on {n_workers} worker(s)"
 
 
 class _PartWriter:
@@ -224,4 +273,7 @@ def run_many(specs: Iterable[ExperimentSpec], **kwargs: Any) -> dict[str, pd.Dat
     return {spec.name: run_experiment(spec, **kwargs) for spec in specs}
 
 
-__all__ = ["SweepFailed", "git_commit", "run_experiment", "run_many", "run_point", "run_points"]
+__all__ = [
+    "CONFIRM_POINTS", "SweepFailed", "SweepTooLarge", "git_commit", "run_experiment", "run_many", "run_point",
+    "run_points",
+]  # fmt: skip

@@ -19,9 +19,8 @@ workload parameter (``size``) or a profile parameter (``profile.nic.qpc_cache_en
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENGINES = ("sim", "real")
+#: The most points a spec may expand to; above ``--yes``'s threshold (see the runner) a run asks first.
+MAX_POINTS = 1_000_000
 
 
 class SpecError(ValueError):
@@ -42,6 +43,10 @@ class Pow2(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     pow2: tuple[int, int]
+
+    def count(self) -> int:
+        lo, hi = self.pow2
+        return max(0, hi.bit_length() - lo.bit_length() + 1) if lo >= 1 and hi >= lo else 0
 
     def values(self) -> list[int]:
         lo, hi = self.pow2
@@ -60,11 +65,20 @@ class Range(BaseModel):
     model_config = ConfigDict(extra="forbid")
     range: tuple[float, float, float]
 
-    def values(self) -> list[float]:
+    def count(self) -> int:
+        """How many values the axis has, computed without making them."""
         start, stop, step = self.range
+        if not all(math.isfinite(v) for v in self.range):
+            raise SpecError(f"range: [{start}, {stop}, {step}] must be finite numbers")
         if step <= 0 or stop < start:
             raise SpecError(f"range: [{start}, {stop}, {step}] needs step > 0 and stop >= start")
-        n = int((stop - start) / step + 1e-9) + 1
+        return int((stop - start) / step + 1e-9) + 1
+
+    def values(self) -> list[float]:
+        n = self.count()
+        if n > MAX_POINTS:
+            raise SpecError(f"range: {self.range} has {n:.3g} values; at most {MAX_POINTS:,} points are allowed")
+        start, _, step = self.range
         return [start + i * step for i in range(n)]
 
 
@@ -151,9 +165,11 @@ class Point:
             "switch": self.switch,
         }
 
-    def key(self, version: str) -> str:
-        blob = json.dumps({**self.config(), "version": version}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    def key(self, fingerprint: str) -> str:
+        """The cache key: the resolved config (every profile value) and the code fingerprint."""
+        from kdlab.provenance import point_key
+
+        return point_key(self, fingerprint)
 
 
 def is_variant_axis(axis: Any) -> bool:
@@ -216,8 +232,45 @@ def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) ->
     return spec
 
 
+def axis_count(axis: SweepAxis) -> int:
+    """Number of values of a sweep axis, without expanding it."""
+    return axis.count() if isinstance(axis, Pow2 | Range) else len(axis)
+
+
+def grid_size(spec: ExperimentSpec) -> int:
+    """Number of points a spec expands to (sweep grid times seeds), without expanding it."""
+    return math.prod(axis_count(a) for a in spec.sweep.values()) * len(spec.seeds)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Reject NaN and infinities anywhere in a parameter value (they pass YAML and pydantic's floats)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: must be a finite number (got {value})")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_finite(v, where)
+
+
 def _check_sweep_axes(spec: ExperimentSpec, origin: str) -> None:
+    for key, value in spec.params.items():
+        _check_finite(value, f"{origin}: params.{key}")
     for key, axis in spec.sweep.items():
+        try:
+            if isinstance(axis, Range):
+                axis.count()
+        except SpecError as err:
+            raise SpecError(f"{origin}: sweep.{key}: {err}") from None
+    total = grid_size(spec)
+    if total > MAX_POINTS:
+        sizes = ", ".join(f"{k}: {axis_count(a):,}" for k, a in spec.sweep.items())
+        raise SpecError(f"{origin}: sweep: {total:,} points ({sizes}, seeds: {len(spec.seeds)}); "
+                        f"at most {MAX_POINTS:,} are allowed")  # fmt: skip
+    for key, axis in spec.sweep.items():
+        if not isinstance(axis, Pow2 | Range):
+            _check_finite(list(axis), f"{origin}: sweep.{key}")
         try:
             values = axis.values() if isinstance(axis, Pow2 | Range) else list(axis)
         except SpecError as err:

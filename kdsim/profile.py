@@ -17,6 +17,7 @@ use :meth:`Profile.with_overrides`, which records the override.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
@@ -197,6 +198,8 @@ def _check(section: str, name: str, value: Any) -> float:
         raise ProfileError(f"{section}.{name}: expected a number in {f.metadata['unit']}, got {value!r}")
     if want_int and value != int(value):
         raise ProfileError(f"{section}.{name}: expected a whole number, got {value!r}")
+    if not math.isfinite(value):
+        raise ProfileError(f"{section}.{name}: expected a finite number in {f.metadata['unit']}, got {value!r}")
     if not lo <= value <= hi:
         raise ProfileError(f"{section}.{name} = {value} is outside the allowed range [{lo}, {hi}]")
     return int(value) if want_int else float(value)
@@ -218,12 +221,41 @@ def profile_path(name: str) -> Path:
     return path
 
 
-@cache
 def load_profile(name_or_path: str) -> Profile:
-    """Load a shipped profile by name, or any profile file by path."""
+    """Load a shipped profile by name, or any profile file by path.
+
+    The files are read on every call, so an edited profile is never served stale; parsing
+    is cached by the files' text.
+    """
     p = Path(name_or_path)
     path = p if p.suffix in (".yaml", ".yml") and p.exists() else profile_path(name_or_path)
-    return parse_profile(_resolve_base(yaml.safe_load(path.read_text()), str(path)), origin=str(path))
+    return _parse_cached(str(path), path.read_text(), _base_texts(path.read_text(), str(path)))
+
+
+def _base_texts(text: str, origin: str, depth: int = 0) -> tuple[str, ...]:
+    """The text of each profile in the ``base:`` chain below ``text``, nearest first."""
+    doc = _yaml_doc(text, origin)
+    if not isinstance(doc, dict) or "base" not in doc:
+        return ()
+    if depth > 4:
+        raise ProfileError(f"{origin}: 'base' chain too deep")
+    base_text = profile_path(str(doc["base"])).read_text()
+    return (base_text, *_base_texts(base_text, str(doc["base"]), depth + 1))
+
+
+@cache
+def _yaml_doc(text: str, origin: str) -> Any:
+    """The parsed YAML of a profile file's text (cached: callers must not modify it)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{origin}: not valid YAML: {err}") from None
+
+
+@cache
+def _parse_cached(origin: str, text: str, base_texts: tuple[str, ...]) -> Profile:
+    del base_texts  # part of the cache key: a changed base file must give a new profile
+    return parse_profile(_resolve_base(_yaml_doc(text, origin), origin), origin=origin)
 
 
 def _resolve_base(doc: Any, origin: str, depth: int = 0) -> Any:
@@ -233,7 +265,8 @@ def _resolve_base(doc: Any, origin: str, depth: int = 0) -> Any:
     if depth > 4:
         raise ProfileError(f"{origin}: 'base' chain too deep")
     base_name = doc["base"]
-    base = _resolve_base(yaml.safe_load(profile_path(str(base_name)).read_text()), str(base_name), depth + 1)
+    base_text = profile_path(str(base_name)).read_text()
+    base = _resolve_base(_yaml_doc(base_text, str(base_name)), str(base_name), depth + 1)
     merged = {k: v for k, v in base.items() if k not in ("fit", "name", "description")}
     for key, value in doc.items():
         if key == "base":

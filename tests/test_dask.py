@@ -12,7 +12,7 @@ SPEC = {
     "sweep": {"test": ["write_lat", "read_bw"], "size": [64, 4096]},
     "seeds": [1, 2],
 }
-VOLATILE = ["created_utc", "wall_s"]
+VOLATILE = ["created_utc", "wall_s", "run_id"]
 
 
 def _metrics(df: pd.DataFrame) -> pd.DataFrame:

@@ -45,7 +45,7 @@ def test_run_points_gives_the_same_metrics_with_one_or_two_workers() -> None:
     assert len(one) == len(two) == len(points) == 8
 
     def strip(rows: list[dict]) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in ("created_utc", "wall_s")} for r in rows]
+        return [{k: v for k, v in r.items() if k not in ("created_utc", "wall_s", "run_id")} for r in rows]
 
     assert strip(one) == strip(two)
     metric_cols = set(one[0]) - set(COMMON_COLUMNS)
