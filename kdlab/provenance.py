@@ -28,28 +28,33 @@ CODE_PACKAGES = ("kdlab", "kdsim", "kdreal")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def _source_files() -> list[Path]:
+def source_files(root: Path = _ROOT) -> list[Path]:
+    """The Python source files of the result-computing packages under ``root``, sorted."""
     files: list[Path] = []
     for package in CODE_PACKAGES:
-        folder = _ROOT / package
-        files.extend(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+        files.extend(p for p in (root / package).rglob("*.py") if "__pycache__" not in p.parts)
     return sorted(files)
 
 
-@functools.cache
-def code_fingerprint() -> str:
-    """A short hash of every Python source file of kdlab, kdsim and kdreal (path and bytes).
-
-    Computed once per process, as the code a process runs is the code it imported: after
-    editing the source, restart the notebook kernel (as for the edit to take effect).
-    """
+def fingerprint_of(root: Path) -> str:
+    """A short hash of the source files under ``root`` (relative path and bytes of each)."""
     digest = hashlib.sha256()
-    for path in _source_files():
-        digest.update(path.relative_to(_ROOT).as_posix().encode())
+    for path in source_files(root):
+        digest.update(path.relative_to(root).as_posix().encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """The fingerprint of this installation's kdlab, kdsim and kdreal sources, tracked by git or not.
+
+    Computed once per process, as the code a process runs is the code it imported: after
+    editing the source, restart the notebook kernel (as for the edit to take effect).
+    """
+    return fingerprint_of(_ROOT)
 
 
 def resolved_profile(point: Point) -> dict[str, float]:
@@ -81,4 +86,13 @@ def point_key(point: Point, fingerprint: str, profile_values: dict[str, float] |
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-__all__ = ["CODE_PACKAGES", "code_fingerprint", "point_key", "profile_hash", "resolved_config", "resolved_profile"]
+__all__ = [
+    "CODE_PACKAGES",
+    "code_fingerprint",
+    "fingerprint_of",
+    "point_key",
+    "profile_hash",
+    "resolved_config",
+    "resolved_profile",
+    "source_files",
+]

@@ -6,7 +6,8 @@ leaves no partial part; a temporary file whose writer died is removed by the nex
 
 Readers (:func:`read_results`, ``kdlab query``, figures, notebooks) return **one
 computation per point**: rows computed by the current code (its fingerprint, see
-:mod:`kdlab.provenance`), and of those the newest computation of each point. Rows of other
+:mod:`kdlab.provenance`) with the profile values the point's profile resolves to now, and
+of those the newest computation of each point. Rows of other
 code versions come back only with ``all_versions=True`` (then the newest per point config).
 A part that cannot be read, or that belongs to no experiment of this folder, stops the read
 with a :class:`ResultsError` naming it; ``kdlab results check --repair`` moves it aside.
@@ -112,6 +113,37 @@ def _read_part(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def _current_rows(frame: pd.DataFrame, fingerprint: str | None) -> pd.Series:
+    """Rows computed by the current code with the profile values the point resolves to now."""
+    from kdlab.provenance import code_fingerprint, profile_hash
+
+    if "code_fingerprint" not in frame:
+        return pd.Series(False, index=frame.index)
+    current = frame["code_fingerprint"] == (fingerprint or code_fingerprint())
+    sim = frame["engine"] == "sim"
+    now: dict[tuple[str, str], str | None] = {}
+    for profile, overrides in frame.loc[sim & current, ["profile", "profile_overrides"]].drop_duplicates().values:
+        now[(profile, overrides)] = _profile_hash_now(profile, overrides, profile_hash)
+    values_now = [
+        now.get((p, o)) == f if s else True
+        for p, o, f, s in zip(frame["profile"], frame["profile_overrides"], frame["profile_fingerprint"], sim,
+                              strict=True)
+    ]  # fmt: skip
+    return current & pd.Series(values_now, index=frame.index)
+
+
+def _profile_hash_now(profile: str, overrides: str, profile_hash: Any) -> str | None:
+    """The hash of a profile's values as its files say now; None if it can no longer be loaded."""
+    import json
+
+    from kdsim.profile import ProfileError, load_profile
+
+    try:
+        return profile_hash(load_profile(profile).with_overrides(json.loads(overrides)).as_dict())
+    except (ProfileError, OSError, ValueError):
+        return None
+
+
 @dataclass
 class ResultSet:
     """The rows a reader returns, and how many it left out and why."""
@@ -150,15 +182,10 @@ def load_results(
     frame = pd.concat([_read_part(p) for p in parts], ignore_index=True)
     other = 0
     if not all_versions:
-        if fingerprint is None:
-            from kdlab.provenance import code_fingerprint
-
-            fingerprint = code_fingerprint()
-        current = frame["code_fingerprint"] == fingerprint if "code_fingerprint" in frame else False
-        current = pd.Series(current, index=frame.index, dtype=bool)
+        current = _current_rows(frame, fingerprint)
         other = int((~current).sum())
         frame = frame[current]
-    identity = "point_key" if not all_versions else "config_json"
+    identity = "config_json"
     run = frame["run_id"] if "run_id" in frame else pd.Series(index=frame.index, dtype=object)
     frame = frame.assign(_run=run.fillna(frame["created_utc"]).astype(str))
     frame = frame.sort_values(["created_utc", "_run"], kind="stable")

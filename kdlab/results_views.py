@@ -36,7 +36,7 @@ def connect(results_dir: str | Path = "results", *, all_versions: bool = False) 
             con.execute(f'create view "{folder.name}" as select * from "_rows_{view_name(folder.name)}"')
     parts = []
     if other:
-        parts.append(f"{other} row(s) of other code versions (--all-versions includes them)")
+        parts.append(f"{other} row(s) of other code versions or profile values (--all-versions includes them)")
     if superseded:
         parts.append(f"{superseded} row(s) of older computations of the same points")
     return con, ("left out " + " and ".join(parts)) if parts else ""
