@@ -95,12 +95,12 @@ def part_problem(path: Path) -> str | None:
         import pyarrow.parquet as pq
 
         names = pq.read_schema(path).names
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            return f"foreign Parquet file: no column(s) {', '.join(missing)}"
         experiments = pd.read_parquet(path, columns=["experiment"])["experiment"].unique()
     except Exception as err:  # truncated, empty or not Parquet at all
         return f"not readable as Parquet ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
-    if missing:
-        return f"foreign Parquet file: no column(s) {', '.join(missing)}"
     if any(e != path.parent.name for e in experiments):
         return f"foreign part: its rows belong to experiment(s) {', '.join(map(str, experiments))}"
     return None
