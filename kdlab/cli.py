@@ -17,6 +17,10 @@ from kdlab.spec import load_spec
 EXPERIMENTS_DIR = Path("experiments")
 
 
+_workers_option = click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
+                               help="parallel sweep points (default: one per core)")  # fmt: skip
+
+
 def _specs(paths: tuple[str, ...], engine: str | None = None) -> list:
     return [load_spec(p, engine=engine) for p in paths]
 
@@ -35,7 +39,7 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--engine", type=click.Choice(["sim", "real"]), help="override the spec's engine")
-@click.option("--workers", "-j", type=int, default=None, help="parallel sweep points (default: CPU count)")
+@_workers_option
 @click.option("--results-dir", default="results", show_default=True, help="where Parquet parts are written")
 @click.option("--figures-dir", default="paper_figures", show_default=True)
 @click.option("--figures/--no-figures", default=True, show_default=True, help="draw the spec's figure")
@@ -83,7 +87,7 @@ def run(
 
 
 @main.command()
-@click.option("--workers", "-j", type=int, default=None, help="parallel sweep points (default: CPU count)")
+@_workers_option
 @click.option("--results-dir", default="results", show_default=True)
 @click.option("--figures-dir", default="paper_figures", show_default=True)
 @click.option("--experiments-dir", default=str(EXPERIMENTS_DIR), show_default=True)
@@ -212,26 +216,20 @@ def perftest(
         from kdlab.engines import require_engine
 
         require_engine(engine)
-    click.echo(f"# kdlab perftest {test} on {engine} ({profile if engine == 'sim' else 'device'}), {qps} QP(s)")
-    click.echo(LAT_HEADER if is_lat else BW_HEADER)
+    runs = []
     for s in sizes:
-        params = {
-            "test": test,
-            "size": s,
-            "iterations": iters,
-            "qps": qps,
-            "cq_mod": cq_mod,
-            "post_list": post_list,
-            "inline_size": inline_size,
-        }
-        if tx_depth is not None:
-            params["tx_depth"] = tx_depth
+        params = {"test": test, "size": s, "iterations": iters, "qps": qps, "cq_mod": cq_mod, "post_list": post_list,
+                  "inline_size": inline_size, **({"tx_depth": tx_depth} if tx_depth is not None else {})}  # fmt: skip
         try:
             PerftestParams.model_validate(params)
         except ValidationError as err:
             from kdlab.spec import format_validation_error
 
             raise click.ClickException(format_validation_error(err, "perftest", PerftestParams)) from None
+        runs.append(params)
+    click.echo(f"# kdlab perftest {test} on {engine} ({profile if engine == 'sim' else 'device'}), {qps} QP(s)")
+    click.echo(LAT_HEADER if is_lat else BW_HEADER)
+    for params in runs:
         point = Point("cli-perftest", "perftest", engine, profile, (), tuple(sorted(params.items())), 0)
         row = PerftestWorkload().run_point(point)[0]
         msg = row["msg_bytes"]
@@ -263,91 +261,6 @@ def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versio
             click.echo(str(p))
 
 
-@main.command("calibrate-anchor")
-@click.argument("profile")
-def calibrate_anchor(profile: str) -> None:
-    """Fit the profile's fitted parameter to its anchor measurement and print the result."""
-    from kdsim.calibrate import fit_anchor
-    from kdsim.profile import available_profiles, load_profile
-
-    fitted = [n for n in available_profiles() if {"parameter", "anchor"} <= set(load_profile(n).fit)]
-    if profile not in fitted:
-        load_profile(profile)  # an unknown profile says so
-        raise click.ClickException(f"profile {profile!r} has no anchor to fit (fit.parameter and fit.anchor); "
-                                   f"profiles with one: {', '.join(fitted)}")  # fmt: skip
-    result = fit_anchor(profile)
-    for k, v in result.items():
-        click.echo(f"{k}: {v}")
-
-
-@main.command("calibrate-kafka")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--base", default="kdreal-rxe-tcg", show_default=True, help="profile to calibrate (others kept)")
-@click.option("--fit", "params", multiple=True, required=True, help="profile parameter to fit (repeatable)")
-@click.option(
-    "--fit-on",
-    "fit_on",
-    default="ends",
-    show_default=True,
-    help='"ends" (the first and last point of each swept series) or a pandas query over the parameters and '
-    "experiment; the other points are held out and predicted",
-)
-@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
-@click.option("--name", default=None, help="name of the calibrated profile (default: BASE-fit)")
-@click.option("--out", type=click.Path(dir_okay=False), help="write the calibrated profile YAML here")
-@click.option("--table", type=click.Path(dir_okay=False), help="write the point-by-point table here (CSV)")
-@click.option("--figure", type=click.Path(dir_okay=False), help="write the overlay figure (PATH.png, PATH.pdf)")
-def calibrate_kafka(
-    specs: tuple[str, ...], base: str, params: tuple[str, ...], fit_on: str, results_dir: str, name: str | None,
-    out: str | None, table: str | None, figure: str | None,
-) -> None:  # fmt: skip
-    """Fit kdsim to measured Kafka sweeps (SPECS run with --engine real) and print each point's error.
-
-    Every measured row of each spec's experiment gives one point per metric of the spec's figure (a
-    throughput and a p50 latency). Points matching --fit-on are fitted; all others are held out and
-    predicted with the calibrated profile.
-    """
-    import pandas as pd
-
-    from kdlab.results import read_results
-    from kdsim import fit_kafka
-    from kdsim.profile import ProfileError
-
-    loaded = _specs(specs)
-    metrics: dict[str, list[str]] = {}
-    frames = []
-    for spec in loaded:
-        fig = spec.figure
-        if fig is not None and not isinstance(fig, str):
-            metrics[spec.name] = list(fig.y)
-        frames.append(read_results(results_dir, spec.name, all_versions=True))  # measured runs are data
-    try:
-        measured = fit_kafka.measurements(pd.concat(frames), metrics)
-        chosen = fit_kafka.select(measured, fit_on)
-        result = fit_kafka.fit(base, measured, list(params), chosen, name or f"{base}-fit")
-    except (ValueError, ProfileError) as err:
-        raise click.ClickException(str(err)) from None
-    for p, v in result.values.items():
-        click.echo(f"fitted {p} = {v:.6g}")
-    frame = pd.DataFrame(result.table)
-    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-        click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    held = frame[frame["role"] == "held out"]["error_pct"].abs()
-    click.echo(f"held out: {len(held)} values, max |error| {held.max():.1f}%, median {held.median():.1f}%, "
-               f"{(held <= 25).mean() * 100:.0f}% within 25%")  # fmt: skip
-    if table:
-        frame.to_csv(table, index=False)
-        click.echo(f"wrote {table}")
-    if out:
-        from kdsim.fit import profile_yaml
-
-        Path(out).write_text(profile_yaml(result, ", ".join(s.name for s in loaded)))
-        click.echo(f"wrote {out}")
-    if figure:
-        for p in fit_kafka.overlay_figure(result, measured, base, figure):
-            click.echo(f"wrote {p}")
-
-
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def testbed(args: tuple[str, ...]) -> None:
@@ -359,56 +272,6 @@ def testbed(args: tuple[str, ...]) -> None:
     from kdreal.testbed.__main__ import main as testbed_main
 
     sys.exit(testbed_main(list(args)))
-
-
-@main.command()
-@click.argument("measured", type=click.Path(exists=True, dir_okay=False))
-@click.option("--base", default="cx4-edr-100g", show_default=True, help="profile whose other numbers are kept")
-@click.option("--fit", "params", multiple=True, required=True, help="profile parameter to fit (repeatable)")
-@click.option("--fit-on", "fit_on", multiple=True, required=True, help='point to fit on, e.g. "write_lat 2 B"')
-@click.option("--name", required=True, help="name of the calibrated profile")
-@click.option("--out", type=click.Path(dir_okay=False), help="write the profile YAML here")
-@click.option("--figure", type=click.Path(dir_okay=False), help="write an overlay figure (PATH.png, PATH.pdf)")
-def calibrate(
-    measured: str,
-    base: str,
-    params: tuple[str, ...],
-    fit_on: tuple[str, ...],
-    name: str,
-    out: str | None,
-    figure: str | None,
-) -> None:
-    """Fit a kdsim profile to MEASURED perftest points (CSV or Parquet) and print every point's error.
-
-    MEASURED has columns test, size, optional qps, and t_typical_us (latency tests) or bw_avg_gbps
-    (bandwidth tests). Points not named by --fit-on are held out and predicted.
-    """
-    import pandas as pd
-
-    from kdsim.fit import Measurement, fit_profile, profile_yaml
-    from kdsim.profile import ProfileError, load_profile
-
-    df = pd.read_parquet(measured) if measured.endswith(".parquet") else pd.read_csv(measured)
-    points = []
-    for row in df.to_dict("records"):
-        metric = "t_typical_us" if str(row["test"]).endswith("_lat") else "bw_avg_gbps"
-        points.append(Measurement(str(row["test"]), int(row["size"]), float(row[metric]), int(row.get("qps", 1) or 1)))
-    try:
-        result = fit_profile(load_profile(base), points, list(params), list(fit_on), name)
-    except (ValueError, ProfileError) as err:
-        raise click.ClickException(str(err)) from None
-    for p, v in result.values.items():
-        click.echo(f"fitted {p} = {v:.6g}")
-    click.echo(pd.DataFrame(result.table).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    click.echo(f"held-out max |error|: {result.held_out_max_error():.1f}%")
-    if out:
-        Path(out).write_text(profile_yaml(result, Path(measured).name))
-        click.echo(f"wrote {out}")
-    if figure:
-        from kdsim.fit import overlay_figure
-
-        for p in overlay_figure(result, points, figure):
-            click.echo(f"wrote {p}")
 
 
 @main.command()
@@ -480,6 +343,11 @@ def results_check(results_dir: str, repair: bool) -> None:
         click.echo(f"{len(findings)} problem(s); `kdlab results check --repair` moves them aside", err=True)
         sys.exit(1)
 
+
+from kdlab.cli_fit import calibrate, calibrate_anchor, calibrate_kafka  # noqa: E402  (commands defined there)
+
+for _command in (calibrate, calibrate_anchor, calibrate_kafka):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -200,7 +200,10 @@ def run_experiment(
 
         require_engine("real")  # once, before the first point, instead of once per point
     fingerprint = code_fingerprint()
-    keys = [p.key(fingerprint) for p in points]
+    profiles: dict[tuple[str, str, tuple[tuple[str, float], ...]], dict[str, float]] = {}
+    for p in points:  # each distinct profile resolved once, not once per point
+        profiles.setdefault((p.engine, p.profile, p.profile_overrides), resolved_profile(p))
+    keys = [point_key(p, fingerprint, profiles[(p.engine, p.profile, p.profile_overrides)]) for p in points]
     cached: dict[str, list[dict[str, Any]]] = {}
     folder = Path(results_dir) / spec.name if results_dir is not None else None
     if folder is not None and folder.is_dir():

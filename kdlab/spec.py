@@ -210,7 +210,9 @@ def read_yaml(source: str | Path | Mapping[str, Any], what: str, error: type[Exc
     try:
         return yaml.safe_load(text), origin
     except yaml.YAMLError as err:
-        raise error(f"{origin}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise error(f"{origin}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
 
 
 def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) -> ExperimentSpec:
