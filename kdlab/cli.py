@@ -75,6 +75,11 @@ def run(
                                 max_points=None if yes else CONFIRM_POINTS)  # fmt: skip
         except SweepFailed as err:
             click.echo(str(err), err=True)
+            if click.get_current_context().find_root().params.get("debug"):
+                for failure in err.failures:
+                    click.echo(f"{failure.point.config()}:\n{failure.trace}", err=True)
+            else:
+                click.echo("  (kdlab --debug run ... shows each failed point's traceback)", err=True)
             df, failed = err.frame, True
         click.echo(f"{spec.name}: {len(df)} rows -> {results_dir}/{spec.name}/")
         if figures and spec.figure and len(df):

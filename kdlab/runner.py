@@ -45,8 +45,11 @@ class SweepTooLarge(SpecError):
 
 @dataclass
 class PointFailure:
+    """A point that raised: its error in one line, and the traceback for ``--debug``."""
+
     point: Point
     error: str
+    trace: str = ""
 
     def __str__(self) -> str:
         return f"{self.point.experiment} {json.dumps(self.point.config(), default=str)}: {self.error}"
@@ -98,7 +101,8 @@ def _run_point_safe(point: Point, version: str) -> tuple[list[dict[str, Any]], s
     try:
         return run_point(point, version), None
     except Exception as err:  # reported with the point's config, never swallowed
-        return [], f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}"
+        first = " ".join(str(err).split())
+        return [], f"{type(err).__name__}: {first}\n{traceback.format_exc(limit=4)}"
 
 
 def default_workers() -> int:
@@ -131,7 +135,8 @@ def run_points(
     def done(i: int, rows: list[dict[str, Any]], err: str | None) -> None:
         results[i] = rows
         if err:
-            failures.append(PointFailure(points[i], err))
+            line, _, trace = err.partition("\n")
+            failures.append(PointFailure(points[i], line, trace))
         elif on_rows is not None:
             on_rows(rows)
         bar.update()
