@@ -8,6 +8,7 @@ asserting something about its own output, and is executed by ``tests/test_notebo
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import nbformat
@@ -207,11 +208,12 @@ def build() -> list[Path]:
     out = []
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook()
-        for kind, src in cells:
+        for i, (kind, src) in enumerate(cells):
+            cell_id = f"c{i:02d}-" + hashlib.sha256(src.encode()).hexdigest()[:8]  # stable: a rebuild diffs cleanly
             if kind == "md":
-                nb.cells.append(new_markdown_cell(src))
+                nb.cells.append(new_markdown_cell(src, id=cell_id))
             else:
-                cell = new_code_cell(src)
+                cell = new_code_cell(src, id=cell_id)
                 if kind == "param":
                     cell.metadata["tags"] = ["parameters"]
                 nb.cells.append(cell)
