@@ -9,7 +9,8 @@ Values travel pickled and are stored as bytes.
 Like kdsim, the server detects deadlock: when every role that is still running
 waits in a lookup for a key nobody published, no one can ever publish it, so all
 those lookups fail with :class:`RendezvousDeadlock` naming who waits for what.
-A role counts as running until its connection closes.
+A role counts as running until its connection closes; a lookup whose key has been
+published counts as waiting no longer, even before its thread wakes up.
 
 Wire format: each message is a 4-byte big-endian length and a pickled tuple.
 Requests ``("hello", role)``, ``("publish", key, value_bytes)``, ``("lookup", key,
@@ -73,9 +74,15 @@ class _Store:
         self.deadlock: str | None = None
 
     def check_deadlock(self) -> None:
-        """Call with the lock held: declare deadlock if every running role waits."""
-        if self.running > 0 and len(self.waiting) >= self.running and self.deadlock is None:
-            who = ", ".join(f"{role} waits for {key!r}" for role, key in sorted(self.waiting.values()))
+        """Call with the lock held: declare deadlock if every running role waits for an unpublished key.
+
+        A waiter whose key was published has not yet run (it needs this lock) but is
+        no longer stuck: counting it would call a deadlock between a publish and the
+        wake-up of its reader.
+        """
+        stuck = sorted((role, key) for role, key in self.waiting.values() if key not in self.values)
+        if self.running > 0 and len(stuck) >= self.running and self.deadlock is None:
+            who = ", ".join(f"{role} waits for {key!r}" for role, key in stuck)
             self.deadlock = f"deadlock: every running role waits for an unpublished rendezvous key: {who}"
             self.cond.notify_all()
 
@@ -135,6 +142,10 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = False
     block_on_close = True  # server_close() joins the handler threads: none outlive a run
     allow_reuse_address = True
+    # Every role connects at once, before the server accepts (its processes are forked first). With
+    # socketserver's default backlog of 5 the kernel answers the overflow with SYN cookies, and a
+    # role's second segment, arriving before a dropped first one was retransmitted, was reset.
+    request_queue_size = 4096
 
     def __init__(self, roles: int) -> None:
         self.store = _Store(roles)
