@@ -8,8 +8,9 @@ before any verbs resource exists, so they share that host's device context,
 protection domain, memory regions, CQs and QPs, its Python state (a broker's logs)
 and its in-process queues (:mod:`kdreal.host`). Roles on different hosts share
 nothing but the device and meet at a TCP rendezvous on 127.0.0.1 served by the
-parent (:mod:`kdreal.rendezvous`). File-backed memory regions (``RegMr(path=...)``)
-live under a per-run data directory, removed after the run.
+parent (:mod:`kdreal.rendezvous`); every connection proves the run's random token,
+which the parent makes and its forked roles inherit (:mod:`kdreal.wire`). File-backed
+MRs (``RegMr(path=...)``) live under a per-run data directory, removed after the run.
 
 As in kdsim, the datapath code between two yields runs atomically with respect to
 its host's other roles, an operation that fails is raised inside the role at its
@@ -40,6 +41,7 @@ from kdreal.host import HostRuntime, Unlocked
 from kdreal.rendezvous import RendezvousClient, RendezvousDeadlock, RendezvousServer
 from kdreal.sockets import SocketTable
 from kdreal.verbs import Verbs, VerbsError
+from kdreal.wire import new_token
 
 
 class RoleError(RuntimeError):
@@ -127,7 +129,7 @@ class RealEngine:
             by_host.setdefault(role.host, []).append(role)
         data_dir = self.data_dir or tempfile.mkdtemp(prefix="kdreal-")
         ctx = mp.get_context("fork")
-        server = RendezvousServer(len(roles))
+        server = RendezvousServer(len(roles), new_token())  # the run's secret: its forked roles inherit it
         procs: dict[str, tuple[Any, mpc.Connection]] = {}
         try:
             for host, host_roles in by_host.items():
@@ -241,7 +243,7 @@ def _host_main(
     verbs = Verbs(host, options.device, options.gid_index, options.port, options.timeout_s)
     verbs.shared = len(roles) > 1
     verbs.spin = spin_allowed(options.cq_wait, processes)
-    sockets = SocketTable(host)
+    sockets = SocketTable(host, server.token)
 
     def report(name: str, outcome: tuple[str, Any]) -> None:
         with send_lock:
@@ -253,7 +255,7 @@ def _host_main(
     def run_role(role: Role) -> None:
         rendezvous = None
         try:
-            rendezvous = RendezvousClient(server.address, role.name)
+            rendezvous = RendezvousClient(server.address, role.name, server.token)
             timeout_s = None if role.daemon else options.timeout_s
             executor = Executor(verbs, rendezvous, runtime, sockets, data_dir, timeout_s)
             outcome: tuple[str, Any] = ("ok", drive(role, executor))

@@ -4,7 +4,8 @@ kdreal's parent process runs a :class:`RendezvousServer`; every role process hol
 one :class:`RendezvousClient` connection for its whole life and uses it for
 :class:`kdlab.ops.Publish` (store a value once under a key) and
 :class:`kdlab.ops.Lookup` (block until a key is published, then return its value).
-Values travel pickled and are stored as bytes.
+The client encodes values with :mod:`kdlab.codec`; the server stores and returns
+those bytes without decoding them.
 
 Like kdsim, the server detects deadlock: when every role that is still running
 waits in a lookup for a key nobody published, no one can ever publish it, so all
@@ -12,55 +13,30 @@ those lookups fail with :class:`RendezvousDeadlock` naming who waits for what.
 A role counts as running until its connection closes; a lookup whose key has been
 published counts as waiting no longer, even before its thread wakes up.
 
-Wire format: each message is a 4-byte big-endian length and a pickled tuple.
+Wire format (:mod:`kdreal.wire`): a connection starts with the run's hello (magic and
+token; a connection without it is closed, logged and otherwise ignored), then frames
+of a 4-byte big-endian length (at most :data:`MAX_FRAME` bytes) and a msgpack array.
 Requests ``("hello", role)``, ``("publish", key, value_bytes)``, ``("lookup", key,
 timeout_s | None)``; replies ``("ok", payload)`` or ``(error_kind, message)``.
 """
 
 from __future__ import annotations
 
-import pickle
 import socket
 import socketserver
-import struct
 import threading
 from typing import Any
 
-_LEN = struct.Struct(">I")
+from kdlab.codec import decode, encode
+from kdreal.wire import CLOSED, Framing, WireError, check_hello, hello, new_token, refuse
+
+#: Largest rendezvous frame: published values are endpoints, addresses and keys.
+MAX_FRAME = 1 << 20
+_FRAMES = Framing(">I", MAX_FRAME)
 
 
 class RendezvousDeadlock(RuntimeError):
     """Every running role waits for a key that nobody has published."""
-
-
-def send_msg(sock: socket.socket, msg: tuple[Any, ...]) -> None:
-    """Send one length-prefixed pickled message."""
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_LEN.pack(len(data)) + data)
-
-
-def recv_msg(sock: socket.socket) -> tuple[Any, ...] | None:
-    """Receive one message, or None if the peer closed the connection."""
-    head = recv_exact(sock, _LEN.size)
-    if head is None:
-        return None
-    body = recv_exact(sock, _LEN.unpack(head)[0])
-    if body is None:
-        return None
-    return pickle.loads(body)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytearray | None:
-    """Exactly ``n`` bytes from ``sock``, or None if the peer closed the connection first."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            return None
-        got += k
-    return buf
 
 
 class _Store:
@@ -87,23 +63,47 @@ class _Store:
             self.cond.notify_all()
 
 
+def _request(msg: Any) -> tuple[str, Any, Any]:
+    """A well-formed request as ``(kind, arg1, arg2)``; ValueError otherwise."""
+    if isinstance(msg, list | tuple) and msg:
+        kind, args = msg[0], msg[1:]
+        if kind == "hello" and len(args) == 1 and isinstance(args[0], str):
+            return kind, args[0], None
+        if kind == "publish" and len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], bytes):
+            return kind, args[0], args[1]
+        if kind == "lookup" and len(args) == 2 and isinstance(args[0], str):
+            timeout = args[1]
+            if timeout is None or (isinstance(timeout, int | float) and not isinstance(timeout, bool)):
+                return kind, args[0], timeout
+    raise ValueError(f"malformed rendezvous request {str(msg)[:100]!r}")
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
         store = self.server.store
+        try:
+            check_hello(self.request, self.server.token)
+        except OSError as err:  # WireError included: not a role of this run; it never counts as one
+            refuse(self.request, "the rendezvous", err)
+            return
         role = "?"
         try:
-            while (msg := recv_msg(self.request)) is not None:
-                kind = msg[0]
+            while (msg := _FRAMES.recv(self.request)) is not CLOSED:
+                try:
+                    kind, arg, arg2 = _request(msg)
+                except ValueError as err:
+                    _FRAMES.send(self.request, ("error", str(err)))
+                    continue
                 if kind == "hello":
-                    role = msg[1]
+                    role = arg
                 elif kind == "publish":
-                    send_msg(self.request, self._publish(store, msg[1], msg[2]))
-                elif kind == "lookup":
-                    send_msg(self.request, self._lookup(store, role, msg[1], msg[2]))
+                    _FRAMES.send(self.request, self._publish(store, arg, arg2))
                 else:
-                    send_msg(self.request, ("error", f"unknown rendezvous request {kind!r}"))
+                    _FRAMES.send(self.request, self._lookup(store, role, arg, arg2))
+        except WireError as err:
+            refuse(self.request, f"the rendezvous (role {role})", err)
         except OSError:
             pass
         finally:
@@ -147,26 +147,32 @@ class _Server(socketserver.ThreadingTCPServer):
     # role's second segment, arriving before a dropped first one was retransmitted, was reset.
     request_queue_size = 4096
 
-    def __init__(self, roles: int) -> None:
+    def __init__(self, roles: int, token: bytes) -> None:
         self.store = _Store(roles)
+        self.token = token
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
 class RendezvousServer:
-    """The parent's key-value store for ``roles`` role processes.
+    """The parent's key-value store for ``roles`` role processes that know ``token``.
 
     The socket listens from construction on, so children forked before
     :meth:`start` can connect at once (the kernel queues them until it runs).
+    ``token`` (default: a fresh one) is the run's secret (:mod:`kdreal.wire`).
     """
 
-    def __init__(self, roles: int) -> None:
-        self._server = _Server(roles)
+    def __init__(self, roles: int, token: bytes | None = None) -> None:
+        self._server = _Server(roles, new_token() if token is None else token)
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def token(self) -> bytes:
+        return self._server.token
 
     def start(self) -> None:
         """Serve in a daemon thread."""
@@ -192,17 +198,17 @@ class RendezvousServer:
 
 
 class RendezvousClient:
-    """One role's connection to the rendezvous."""
+    """One role's connection to the rendezvous at ``address``, proving the run's ``token``."""
 
-    def __init__(self, address: tuple[str, int], role: str) -> None:
+    def __init__(self, address: tuple[str, int], role: str, token: bytes) -> None:
         self._sock = socket.create_connection(address)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        send_msg(self._sock, ("hello", role))
+        self._sock.sendall(hello(token) + _FRAMES.frame(("hello", role)))
 
     def _call(self, *msg: Any) -> Any:
-        send_msg(self._sock, msg)
-        reply = recv_msg(self._sock)
-        if reply is None:
+        _FRAMES.send(self._sock, msg)
+        reply = _FRAMES.recv(self._sock)
+        if reply is CLOSED:
             raise ConnectionError("rendezvous server closed the connection")
         kind, payload = reply
         if kind == "ok":
@@ -217,11 +223,11 @@ class RendezvousClient:
 
     def publish(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key``; ValueError if the key was published before."""
-        self._call("publish", key, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        self._call("publish", key, encode(value))
 
     def lookup(self, key: str, timeout_s: float | None = None) -> Any:
         """Block until ``key`` is published (or deadlock, or ``timeout_s``), return its value."""
-        return pickle.loads(self._call("lookup", key, timeout_s))
+        return decode(self._call("lookup", key, timeout_s))
 
     def close(self) -> None:
         self._sock.close()

@@ -6,16 +6,17 @@ SENT; the broker's RDMA network thread copies it out of its receive buffer into 
 heap and queues it for Kafka's I/O threads, which handle it exactly as in Apache
 Kafka (:mod:`kdlab.kafka.apache`); the response is SENT back the same way. Copies
 and the JVM request path stay; only the kernel TCP stack leaves. Replication between
-brokers stays on TCP.
+brokers stays on TCP. Messages are serialised with :mod:`kdlab.codec` (typed, never
+pickled), so a receive buffer can hold only data, never code to run.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdlab.codec import CodecError, decode, encode
 from kdlab.kafka import apache, clients
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import (
@@ -56,7 +57,7 @@ class Endpoint:
     next_send: int = 0
 
     def post_send(self, message: Any) -> Any:
-        blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = encode(message)
         if len(blob) > self.slot:
             raise DatapathError(f"a {len(blob)} B message exceeds the {self.slot} B receive buffer")
         off = (self.next_send % DEPTH) * self.slot
@@ -69,7 +70,10 @@ class Endpoint:
         off = wc.wr_id * self.slot
         blob = yield ReadMem(self.recv_mr, off, wc.byte_len)
         yield PostRecv(self.qp, RecvWR(wc.wr_id, [self.recv_mr.sge(off, self.slot)]))
-        return pickle.loads(blob)
+        try:
+            return decode(blob)
+        except CodecError as err:
+            raise DatapathError(f"a received message does not decode: {err}") from None
 
 
 def _endpoint(p: KafkaParams, me: str, peer: str, recv_cq: Any = None) -> Any:

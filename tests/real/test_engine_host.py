@@ -200,7 +200,7 @@ def test_rendezvous_lookup_times_out() -> None:
     server = RendezvousServer(roles=2)  # a second, absent role keeps this from being a deadlock
     server.start()
     try:
-        client = RendezvousClient(server.address, "alone")
+        client = RendezvousClient(server.address, "alone", server.token)
         client.publish("here", {"v": 1})
         assert client.lookup("here") == {"v": 1}
         with pytest.raises(TimeoutError):
