@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     p_setup = sub.add_parser("setup", help="install packages, build kernel + initramfs into the cache")
     p_setup.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
-    p_run = sub.add_parser("run", help="boot the VM, create rxe0, run CMD in the current directory")
+    p_run = sub.add_parser(
+        "run", help="boot the VM, create rxe0, run CMD in the current directory (needs setup; installs nothing)"
+    )
     p_run.add_argument("--mem", type=int, default=4096, help="guest memory in MiB (4096)")
     p_run.add_argument("--smp", type=int, default=None, help="guest CPUs (host's count)")
     p_run.add_argument("--netdev", default="lo", help="netdev for rxe0: lo (default) or dummy0")
@@ -36,7 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p_path.add_argument("dir", nargs="?", default=".pyverbs-path")
     sub.add_parser("has-rdma", help="exit 0 if pyverbs lists an RDMA device here, else 1")
     args = parser.parse_args(argv)
+    try:
+        return _main(parser, args)
+    except testbed.TestbedError as err:  # not set up, or a setup step failed: say so, no traceback
+        print(f"kdlab testbed {args.verb}: {err}", file=sys.stderr)
+        return 2
 
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.verb == "setup":
         testbed.setup(args.cache, force=args.force)
         return 0

@@ -7,7 +7,9 @@ host's own root file system shared read-only over virtio-9p and a tmpfs overlay 
 top, so the guest sees the host's Python, virtual environments and project files.
 The guest creates ``rxe0`` on ``lo``, runs the command in the caller's working
 directory (shared read-write, so reports come back) and powers off; :func:`run`
-returns the command's exit code.
+returns the command's exit code. :func:`run` never installs or rebuilds anything: on a
+host that :func:`setup` has not prepared (or prepared for another version of the
+guest) it fails at once with :class:`TestbedError`, saying to run setup.
 
 Everything stays inside the guest: it has no network card, and rxe over ``lo``
 never transmits.
@@ -66,6 +68,10 @@ SYSTEM_PYVERBS = Path("/usr/lib/python3/dist-packages/pyverbs")
 NO_EXIT_CODE = 125
 _STAMP = "kdlab-rxe-vm.json"
 _ENV_SKIP = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "TERM"})
+
+
+#: What :func:`run` tells a user whose testbed is not (or no longer) set up.
+SETUP_HINT = "run `kdlab testbed setup` (as root) first"
 
 
 class TestbedError(RuntimeError):
@@ -191,6 +197,21 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_ready(cache: Path) -> None:
+    """Raise :class:`TestbedError` (one line) unless :func:`setup` built ``cache`` for this guest init."""
+    missing = [f for f in ("vmlinuz", "initrd.gz") if not (cache / f).exists()]
+    if missing:
+        raise TestbedError(f"the testbed is not set up ({cache} has no {' or '.join(missing)}): {SETUP_HINT}")
+    stamp = cache / _STAMP
+    if stamp.exists():
+        try:
+            built = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            built = {}
+        if built.get("init_sha") != _digest(_init_script()) or built.get("modules") != list(MODULES):
+            raise TestbedError(f"the testbed in {cache} was built for another version of kdlab: {SETUP_HINT}")
+
+
 # --- pyverbs for other interpreters --------------------------------------------------
 
 
@@ -272,10 +293,10 @@ def run(
     ``<cwd>/.pyverbs-path`` (see :func:`pyverbs_path`) is put first on the guest's
     ``PYTHONPATH``. Returns :data:`NO_EXIT_CODE` if the guest reported no exit code
     (it hung past ``timeout_s``, or crashed). The guest's console goes to stdout.
+    Raises :class:`TestbedError` if the testbed is not set up (:func:`check_ready`).
     """
     cache = cache_dir(cache)
-    if not (cache / "initrd.gz").exists():
-        setup(cache)
+    check_ready(cache)
     workdir = Path(cwd).resolve() if cwd is not None else Path.cwd()
     env = dict(os.environ if env is None else env)
     if pyverbs and SYSTEM_PYVERBS.exists():
@@ -292,6 +313,8 @@ def run(
             qemu_rc: int | str = proc.returncode
         except subprocess.TimeoutExpired:
             qemu_rc = f"killed after {timeout_s:.0f} s"
+        except FileNotFoundError:
+            raise TestbedError(f"{args[0]} is not installed: {SETUP_HINT}") from None
         rc_file = ctl / "rc"
         if rc_file.exists() and rc_file.read_text().strip():
             return int(rc_file.read_text())
