@@ -130,3 +130,19 @@ def test_vm_runs_a_command_and_passes_its_exit_code(tmp_path: Path) -> None:
     cmd = ["sh", "-c", "rdma link | grep -q 'rxe0/1 state ACTIVE' && echo in-guest > out.txt && exit 7"]
     assert testbed.run(cmd, cwd=tmp_path, pyverbs=False, timeout_s=300) == 7
     assert (tmp_path / "out.txt").read_text() == "in-guest\n"
+
+
+def test_run_on_a_host_that_is_not_set_up_says_so_and_installs_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    def no_install(*args, **kwargs):  # a guard: run must never get here
+        raise AssertionError("testbed run tried to install or rebuild")
+
+    monkeypatch.setattr(vm, "setup", no_install)
+    monkeypatch.setattr(vm, "install_packages", no_install)
+    empty = tmp_path / "cache"
+    empty.mkdir()
+    with pytest.raises(testbed.TestbedError, match=r"not set up .*kdlab testbed setup"):
+        testbed.run(["true"], cwd=tmp_path, cache=empty, pyverbs=False)
+    assert main(["--cache", str(empty), "run", "--", "true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run `kdlab testbed setup` (as root) first" in err
+    assert sorted(p.name for p in empty.iterdir()) == []  # nothing was built
