@@ -1,7 +1,7 @@
 """Measure the host costs of kdreal itself, so that kdsim can model this implementation.
 
 kdreal's datapaths are Python: every operation pays the interpreter and the engine's
-dispatch, a host's threads share one core (the GIL), sockets pickle their messages.
+dispatch, a host's threads share one core (the GIL), sockets encode their messages (msgpack).
 This measures, on the machine it runs on (the testbed VM, or a host with an RNIC),
 with real roles on :class:`~kdreal.engine.RealEngine`:
 
@@ -201,7 +201,7 @@ HOW = {
     "host.poll_ns": "an empty PollCq, less one operation",
     "host.memcpy_gbps": "ReadMem of 1 MiB from a registered MR",
     "host.crc32c_gbps": "google-crc32c over 1 MiB",
-    "host.syscall_ns": "TcpSend of a 64 B message (pickle, sendall), less one operation",
+    "host.syscall_ns": "TcpSend of a 64 B message (msgpack, sendall), less one operation",
     "host.wakeup_ns": "half a QueuePut/QueueGet ping-pong between two threads of one host, less two operations",
     "host.cache_miss_ns": "a signaled WRITE waited for by polling and yielding the CPU, less the same waited for by"
     " spinning: kdreal's busy CQ waits yield when the host processes outnumber the cores (cq_wait=auto), as in the"
@@ -242,7 +242,7 @@ def profile_yaml(costs: dict[str, float], csv_name: str, where: str, cores: int)
     )
     sections["tcp"].append(
         '  recv_ns_per_byte: {value: 0.0, tag: A, source: "counted in send_ns_per_byte: the ping-pong measures '
-        'both ends (recv_into, unpickle) together"}'
+        'both ends (recv_into, decode) together"}'
     )
     sections["tcp"].append(
         '  data_rate_gbps: {value: 1000.0, tag: A, source: "loopback: no wire; the time is the per-byte CPU of '
