@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 from kdlab.ops import (
@@ -42,6 +43,8 @@ BANDWIDTH_TESTS = ("send_bw", "write_bw", "read_bw", "atomic_bw")
 TESTS = LATENCY_TESTS + BANDWIDTH_TESTS
 #: perftest reports half the round trip for these, the full round trip for read/atomic.
 HALF_RTT_TESTS = frozenset({"send_lat", "write_lat"})
+#: perftest measures no BW peak (it keeps no per-WR times) above this many iterations per QP.
+NO_PEAK_ITERS = 20000
 
 Ops = Generator[Any, Any, Any]
 
@@ -165,15 +168,42 @@ def server(cfg: PerftestConfig, tag: str = "") -> Ops:
 
 
 def merge_bandwidth(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Combine the bandwidth results of several client threads into one run."""
+    """Combine the bandwidth results of several client threads into one run.
+
+    The threads' posts and CQEs are merged in time order into the per-WR arrays of one
+    run over all their QPs, as if one perftest process had driven them all: entry k of
+    ``block_posted_ns`` is then the post of the k-th WR of the whole run, and entry k of
+    ``block_completed_ns`` the CQE that brought the whole run's completions to k + 1.
+    """
     if len(results) == 1:
         return results[0]
+    total = sum(r["messages"] for r in results)
+    peak = all(r["block_posted_ns"] for r in results)
+    tposted: list[float | None] = [None] * total if peak else []
+    tcompleted: list[float | None] = [None] * total if peak else []
+    if peak:
+        posts: list[tuple[float, int]] = []  # (time, WRs posted then)
+        cqes: list[tuple[float, int]] = []  # (time, WRs completed then)
+        for r in results:
+            tp, tc = r["block_posted_ns"], r["block_completed_ns"]
+            at = [k for k, t in enumerate(tp) if t is not None] + [len(tp)]
+            posts += [(tp[k], nxt - k) for k, nxt in pairwise(at)]
+            upto = [0] + [k + 1 for k, t in enumerate(tc) if t is not None]
+            cqes += [(tc[k - 1], k - prev) for prev, k in pairwise(upto)]
+        count = 0
+        for t, wrs in sorted(posts, key=lambda e: e[0]):  # stable: a thread's own order on ties
+            tposted[count] = t
+            count += wrs
+        count = 0
+        for t, wrs in sorted(cqes, key=lambda e: e[0]):
+            count += wrs
+            tcompleted[count - 1] = t
     return {
         "t_first_post_ns": min(r["t_first_post_ns"] for r in results),
         "t_last_completion_ns": max(r["t_last_completion_ns"] for r in results),
-        "block_posted_ns": [t for r in results for t in r["block_posted_ns"]],
-        "block_completed_ns": [t for r in results for t in r["block_completed_ns"]],
-        "messages": sum(r["messages"] for r in results),
+        "block_posted_ns": tposted,
+        "block_completed_ns": tcompleted,
+        "messages": total,
         "msg_bytes": results[0]["msg_bytes"],
         "cq_mod": results[0]["cq_mod"],
     }
@@ -266,11 +296,21 @@ LATENCY_LOOPS = {
 
 
 def _bandwidth(cfg: PerftestConfig, side: Side) -> Ops:
-    """Keep ``tx_depth`` WRs in flight on every QP; one CQE per ``cq_mod`` WRs."""
+    """Keep ``tx_depth`` WRs in flight on every QP; one CQE per ``cq_mod`` WRs.
+
+    Times are recorded as perftest's ``run_iter_bw`` does, for ``print_report_bw``:
+    ``block_posted_ns[k]`` (perftest's ``tposted``) is the clock just before the post
+    call that posts the run's k-th WR, counted over all QPs (one entry per post call;
+    the other ``post_list - 1`` entries stay None), and ``block_completed_ns[k]``
+    (``tcompleted``) the clock when a CQE brought the run's completed WRs to k + 1
+    (None where no CQE did). With more than ``NO_PEAK_ITERS`` iterations per QP
+    perftest keeps neither (no BW peak), and so the lists are empty.
+    """
     nq, iters, plist = cfg.qps, cfg.iterations, cfg.post_list
     if iters % plist:
         raise DatapathError(f"iterations ({iters}) must be a multiple of post_list ({plist})")
     cq_mod = max(plist, min(cfg.cq_mod, cfg.tx_depth, iters))
+    cq_mod = -(-cq_mod // plist) * plist  # the loop below signals on a post list's last WR
     op, size = cfg.opcode, cfg.msg_bytes
     slot = side.mr.length // (2 * nq)
     inline = size <= side.inline
@@ -290,12 +330,13 @@ def _bandwidth(cfg: PerftestConfig, side: Side) -> Ops:
     scnt, ccnt = [0] * nq, [0] * nq
     covers: list[deque[int]] = [deque() for _ in range(nq)]  # WRs each outstanding CQE covers
     since_signal = [0] * nq
-    total, done = iters * nq, 0
-    t_posted: list[float] = []  # time each signaled block started
-    t_completed: list[float] = []
-    block_start: list[deque[float]] = [deque() for _ in range(nq)]
+    total, totscnt, done = iters * nq, 0, 0
+    peak = iters <= NO_PEAK_ITERS
+    t_posted: list[float | None] = [None] * total if peak else []
+    t_completed: list[float | None] = [None] * total if peak else []
     wait = WaitCq(side.send_cq, 64)
-    t_first = None
+    t_first = None if peak else (yield Clock())
+    now = t_first
     ready = deque(range(nq))  # QPs that may have room to post, in round-robin order
     queued = [True] * nq
     while done < total:
@@ -303,12 +344,13 @@ def _bandwidth(cfg: PerftestConfig, side: Side) -> Ops:
             q = ready.popleft()
             queued[q] = False
             while scnt[q] < iters and scnt[q] - ccnt[q] + plist <= cfg.tx_depth:
-                if since_signal[q] == 0:
+                if peak:
                     t = yield Clock()
-                    block_start[q].append(t)
+                    t_posted[totscnt] = t
                     if t_first is None:
                         t_first = t
                 scnt[q] += plist
+                totscnt += plist
                 since_signal[q] += plist
                 if since_signal[q] >= cq_mod or scnt[q] == iters:
                     yield signaled[q]
@@ -327,11 +369,11 @@ def _bandwidth(cfg: PerftestConfig, side: Side) -> Ops:
             if scnt[q] < iters and not queued[q]:
                 ready.append(q)
                 queued[q] = True
-            t_posted.append(block_start[q].popleft())
-            t_completed.append(now)
+            if peak:
+                t_completed[done - 1] = now
     return {
         "t_first_post_ns": t_first,
-        "t_last_completion_ns": max(t_completed),
+        "t_last_completion_ns": now,
         "block_posted_ns": t_posted,
         "block_completed_ns": t_completed,
         "messages": total,
