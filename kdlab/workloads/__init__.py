@@ -22,10 +22,11 @@ class Workload(Protocol):
 
 
 def _registry() -> dict[str, Workload]:
+    from kdlab.workloads.artifact import ArtifactWorkload
     from kdlab.workloads.kafka import KafkaWorkload
     from kdlab.workloads.perftest import PerftestWorkload
 
-    return {w.name: w for w in (PerftestWorkload(), KafkaWorkload())}
+    return {w.name: w for w in (PerftestWorkload(), KafkaWorkload(), ArtifactWorkload())}
 
 
 def get_workload(name: str, origin: str = "<spec>") -> Workload:
