@@ -1,26 +1,304 @@
-"""Figures from result tables, with published reference values drawn in.
+"""Figures from result tables, drawn as a paper prints them, with published reference values drawn in.
 
-Each spec may name a figure kind; :func:`render` draws it from the experiment's rows
-into ``paper_figures/<experiment>.{png,pdf}``. Sizes go on log-2 axes; references
-from the spec are drawn as hollow markers with their label and source.
+Each spec may name a figure; :func:`render` draws it from the experiment's rows into
+``paper_figures/<experiment>.{png,pdf}`` (:func:`draw` returns the figure without saving it).
+What every figure follows:
+
+* **Axis labels in words with units** from :data:`LABELS` (column -> words, unit), never a column
+  name; a unit steps up (µs -> ms, records/s -> M records/s) when the values are large.
+  Sizes go on log-2 axes with B/KiB/MiB tick labels. A figure column missing from the table
+  is drawn under its own name with a warning (the tests fail on it).
+* **One colour and marker per system**: :data:`STYLE` keys every variant label of the
+  experiments (and perftest's operations and profiles) to one Okabe-Ito colour (colour-blind
+  safe), marker and line style; any other label gets a fixed style from its name.
+* **Paper sizes**: one panel is a column wide (:data:`COLUMN_IN`), several a page
+  (:data:`PAGE_IN`); 7-8 pt text; constrained layout with the title (wrapped to the width) and
+  the legend above the panels, the notes and published values below them, so nothing is
+  clipped or overlaps.
+* **Integer ticks** on an integer axis that is not a size (replication factor, partitions).
+* **Repeated runs** (several seeds, e.g. the testbed's three measured runs per point) are
+  drawn as the median with a band from the smallest to the largest run; the legend says so.
+* **A p99 panel only where it differs from the median**: a ``*_p99_*`` panel whose ``*_p50_*``
+  twin is in the same figure is left out when the two differ by less than
+  :data:`P99_SAME_AS_P50` everywhere; the legend says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import textwrap
+import warnings
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.colors
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter
+from matplotlib.axis import Axis
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from kdlab.spec import ExperimentSpec
+from kdlab.spec import ExperimentSpec, FigureSpec
 
-plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 120})
+#: Figure widths in inches: one column of a two-column paper, and the full text width.
+COLUMN_IN = 3.4
+PAGE_IN = 7.0
+#: Height of the panels, and of an x axis's tick labels and label below them (title, legend and notes add theirs).
+PANEL_IN = 2.0
+X_AXIS_IN = 0.6
+#: Font sizes in points: titles and axis labels; tick labels, legends and notes.
+FONT_PT = 8
+SMALL_PT = 7
+#: A p99 panel is left out when max |p99 / p50 - 1| over the figure's rows is below this.
+P99_SAME_AS_P50 = 0.05
+#: A log x axis with at most this many distinct values gets a tick at each value.
+FEW_TICKS = 8
+#: PNG resolution (the PDF is vector).
+PNG_DPI = 200
+
+# --- axis labels -------------------------------------------------------------------------------
+
+#: Units that step up when the values are large: (unit, factor applied to the values), smallest first.
+UNIT_STEPS: dict[str, tuple[tuple[str, float], ...]] = {
+    "µs": (("µs", 1.0), ("ms", 1e-3), ("s", 1e-6)),
+    "ms": (("ms", 1.0), ("s", 1e-3)),
+    "records/s": (("records/s", 1.0), ("k records/s", 1e-3), ("M records/s", 1e-6)),
+    "MB/s": (("MB/s", 1.0), ("GB/s", 1e-3)),
+    "MB": (("MB", 1.0), ("GB", 1e-3)),
+}
+#: The unit of byte sizes: its ticks read B, KiB, MiB, so the label carries no unit.
+BYTES = "bytes"
+
+_STATS = {"p50": "median", "p99": "p99", "p999": "p99.9", "max": "maximum", "min": "minimum", "avg": "mean"}
+#: Latency families whose columns are ``<family>_<stat>_us``.
+_LATENCIES = {
+    "ack_latency": "Produce latency",
+    "e2e_latency": "End-to-end latency",
+    "fetch_latency": "Fetch latency",
+    "latency": "Latency",
+    "data_latency": "Data-read latency",
+    "empty_latency": "Empty-fetch latency",
+}
+
+#: Result column -> (axis label in words, unit). Every column a spec's figure names must be here.
+LABELS: dict[str, tuple[str, str]] = {
+    # sizes and counts (x axes)
+    "record_bytes": ("Record size", BYTES),
+    "fetch_bytes": ("Fetch size", BYTES),
+    "batch_bytes": ("Batch size", BYTES),
+    "batch_bytes_on_wire": ("Batch size on the wire", BYTES),
+    "segment_bytes": ("Segment size", BYTES),
+    "max_rdma_batch": ("Largest RDMA batch", BYTES),
+    "size": ("Message size", BYTES),
+    "replication_factor": ("Replication factor", ""),
+    "partitions": ("Partitions", ""),
+    "producers": ("Producers", ""),
+    "consumers": ("Consumers", ""),
+    "max_in_flight": ("Requests in flight", ""),
+    "qps": ("Queue pairs", ""),
+    "threads": ("Client threads", ""),
+    "post_list": ("Work requests per post", ""),
+    "tx_depth": ("Send queue depth", ""),
+    "slot_poll_us": ("Slot polling interval", "µs"),
+    "linger_ms": ("Linger time", "ms"),
+    "fetch_max_wait_ms": ("Fetch wait", "ms"),
+    # Kafka metrics
+    "produce_mb_per_s": ("Producer throughput", "MB/s"),
+    "produce_records_per_s": ("Producer throughput", "records/s"),
+    "consume_mb_per_s": ("Consumer throughput", "MB/s"),
+    "consume_records_per_s": ("Consumer throughput", "records/s"),
+    "mb_per_s": ("Throughput", "MB/s"),
+    "records_per_s": ("Throughput", "records/s"),
+    "registered_mb_per_broker": ("Registered memory per broker", "MB"),
+    "registered_mb_per_client": ("Registered memory per client", "MB"),
+    # perftest metrics
+    "t_typical_us": ("Latency, typical", "µs"),
+    "t_min_us": ("Latency, minimum", "µs"),
+    "t_max_us": ("Latency, maximum", "µs"),
+    "t_avg_us": ("Latency, mean", "µs"),
+    "t_p99_us": ("Latency, p99", "µs"),
+    "t_p999_us": ("Latency, p99.9", "µs"),
+    "bw_avg_gbps": ("Bandwidth", "Gb/s"),
+    "bw_avg_mib_s": ("Bandwidth", "MiB/s"),
+    "bw_peak_mib_s": ("Peak bandwidth", "MiB/s"),
+    "msg_rate_mpps": ("Message rate", "M messages/s"),
+}
+for _family, _words in _LATENCIES.items():
+    for _stat, _stat_words in _STATS.items():
+        LABELS.setdefault(f"{_family}_{_stat}_us", (f"{_words}, {_stat_words}", "µs"))
+
+
+class UnlabelledColumn(KeyError):
+    """A figure names a column that :data:`LABELS` has no label for."""
+
+
+def label_of(column: str, strict: bool = False) -> tuple[str, str]:
+    """``column`` -> (words, unit); unknown: the column's name (``strict``: :class:`UnlabelledColumn`)."""
+    if column in LABELS:
+        return LABELS[column]
+    msg = f"no axis label for column {column!r}: add it to kdlab.figures.LABELS as (words, unit)"
+    if strict:
+        raise UnlabelledColumn(msg)
+    warnings.warn(msg, stacklevel=2)
+    return column, ""
+
+
+def axis_label(column: str, values: Iterable[float] = (), words: str | None = None) -> tuple[str, float]:
+    """The axis label in words with its unit for ``column``, and the factor to multiply values by.
+
+    The unit steps up (µs -> ms) when the largest value would still be at least 10 in the larger unit.
+    """
+    default_words, unit = label_of(column)
+    words = words or default_words
+    factor = 1.0
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    if unit in UNIT_STEPS and finite:
+        peak = max(finite)
+        for name, f in UNIT_STEPS[unit]:
+            if peak * f >= 10 or f == 1.0:
+                unit, factor = name, f
+    if not unit or unit == BYTES:
+        return words, factor
+    return f"{words} ({unit})", factor
+
+
+def is_size(column: str) -> bool:
+    return column in LABELS and LABELS[column][1] == BYTES
+
+
+# --- styles --------------------------------------------------------------------------------------
+
+#: Okabe & Ito's colour-blind-safe palette (yellow left out: too light on white).
+OKABE_ITO = {
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "black": "#000000",
+}
+
+
+def _mix(colour: str, towards: str, amount: float) -> str:
+    """``colour`` moved ``amount`` (0..1) of the way to ``towards``: the lighter/darker shades of one system."""
+    a, b = matplotlib.colors.to_rgb(colour), matplotlib.colors.to_rgb(towards)
+    return matplotlib.colors.to_hex([x + (y - x) * amount for x, y in zip(a, b, strict=True)])
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+    linestyle: str = "-"
+
+
+_O = OKABE_ITO
+_KAFKA, _KD = _O["vermillion"], _O["blue"]
+#: Series label -> style, the same in every figure. Kafka is vermillion, KafkaDirect blue (its variants
+#: other Okabe-Ito colours, or shades of blue where they are settings of one design), OSU purple.
+STYLE: dict[str, Style] = {
+    # the systems (experiments/*.yaml)
+    "Kafka": Style(_KAFKA, "s"),
+    "OSU RDMA Kafka": Style(_O["purple"], "^"),
+    "KafkaDirect exclusive": Style(_KD, "o"),
+    "KafkaDirect shared": Style(_O["sky"], "D"),
+    "KafkaDirect slots": Style(_O["green"], "o"),
+    "KafkaDirect no slots": Style(_O["orange"], "v"),
+    # replication (kafka-replication.yaml)
+    "Kafka (pull)": Style(_KAFKA, "s"),
+    "KafkaDirect (push, maxrdmabatch 2000 B)": Style(_KD, "o"),
+    "KafkaDirect (push, maxrdmabatch 1 KiB)": Style(_mix(_KD, "white", 0.45), "P", "--"),
+    "KafkaDirect (push, maxrdmabatch 64 KiB)": Style(_mix(_KD, "black", 0.45), "X", ":"),
+    # networks (sweeps/ethernet.yaml)
+    "Kafka, IPoIB EDR": Style(_KAFKA, "s"),
+    "Kafka, 100 GbE": Style(_mix(_KAFKA, "black", 0.4), "^", "--"),
+    "Kafka, 25 GbE": Style(_mix(_KAFKA, "white", 0.35), "v", "-."),
+    "Kafka, 10 GbE": Style(_mix(_KAFKA, "white", 0.6), "D", ":"),
+    "KafkaDirect, EDR": Style(_KD, "o"),
+    # perftest's operations and the hardware profiles
+    "WRITE": Style(_O["blue"], "o"),
+    "READ": Style(_O["green"], "^"),
+    "SEND": Style(_O["orange"], "s"),
+    "ATOMIC": Style(_O["purple"], "D"),
+    "ConnectX-3 FDR 56G": Style(_O["orange"], "v"),
+    "ConnectX-4 EDR 100G": Style(_O["blue"], "o"),
+    "10 GbE": Style(_mix(_O["green"], "white", 0.5), "v"),
+    "25 GbE": Style(_O["green"], "^"),
+    "100 GbE": Style(_mix(_O["green"], "black", 0.4), "D"),
+}
+#: Display names of profiles and perftest tests in legends.
+PROFILE_NAMES = {
+    "cx3-fdr-56g": "ConnectX-3 FDR 56G",
+    "cx4-edr-100g": "ConnectX-4 EDR 100G",
+    "eth-10g": "10 GbE",
+    "eth-25g": "25 GbE",
+    "eth-100g": "100 GbE",
+}
+_OPS = {"send": "SEND", "write": "WRITE", "read": "READ", "atomic": "ATOMIC"}
+_FALLBACK_COLOURS = list(matplotlib.colormaps["tab10"].colors)
+_FALLBACK_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "h"]
+#: Hollow black markers: published reference values.
+REFERENCE_STYLE = {"marker": "o", "mfc": "none", "mec": "black", "color": "black", "ms": 6, "mew": 1.2, "ls": "none"}
+
+
+def style_for(label: str) -> Style:
+    """The label's style: from :data:`STYLE`, else a fixed one picked by the label's CRC."""
+    if label in STYLE:
+        return STYLE[label]
+    h = zlib.crc32(label.encode())
+    colour = matplotlib.colors.to_hex(_FALLBACK_COLOURS[h % len(_FALLBACK_COLOURS)])
+    return Style(colour, _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)])
+
+
+def _display(column: str, value: object) -> str:
+    if column == "profile":
+        return PROFILE_NAMES.get(str(value), str(value))
+    if column == "test":
+        return _OPS.get(str(value).rsplit("_", 1)[0], str(value))
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if column in ("variant", "system"):
+        return str(value)
+    words = label_of(column)[0] if column in LABELS else column
+    return f"{words} {_bytes_label(value) if is_size(column) else value}"
+
+
+def _series(df: pd.DataFrame, by: list[str], keep_constant: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """One (label, rows) per group of ``by`` (columns that do not vary are left out of the label).
+
+    ``keep_constant``: a single series is still named after its ``by`` value (its system).
+    """
+    present = [c for c in by if c in df.columns]
+    varying = [c for c in present if df[c].nunique(dropna=False) > 1]
+    if not varying:
+        if keep_constant and present and df[present[0]].nunique() == 1:
+            return [(_display(present[0], df[present[0]].iloc[0]), df)]
+        return [("", df)]
+    out = []
+    for key, g in df.groupby(varying, sort=True, dropna=False):
+        parts = key if isinstance(key, tuple) else (key,)
+        out.append((", ".join(_display(c, v) for c, v in zip(varying, parts, strict=True)), g))
+    order = {label: i for i, label in enumerate(STYLE)}
+    return sorted(out, key=lambda item: (order.get(item[0], len(order)), item[0]))
+
+
+# --- ticks ---------------------------------------------------------------------------------------
+
+
+def _number(v: float) -> str:
+    if v == 0:
+        return "0"
+    if float(v).is_integer() and abs(v) < 1e7:
+        return str(int(v))
+    return f"{v:g}"
 
 
 def _bytes_label(v: float, _pos: object = None) -> str:
@@ -30,141 +308,336 @@ def _bytes_label(v: float, _pos: object = None) -> str:
     return f"{v:g} B"
 
 
-def _size_axis(ax: Axes) -> None:
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
-    ax.tick_params(axis="x", labelrotation=45)
+def _integer_valued(values: pd.Series) -> bool:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return len(v) > 0 and bool(np.all(np.isclose(v, np.round(v))))
 
 
-def _series(df: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
-    by = [c for c in by if c in df.columns and df[c].nunique() > 1]
-    if not by:
-        return [("", df)]
-    return [(" ".join(str(k) for k in (key if isinstance(key, tuple) else (key,))), g) for key, g in df.groupby(by)]
+def _log_formatters(axis: Axis) -> None:
+    """Plain numbers on a log axis; minor ticks labelled (at 2x and 5x) only where it spans under two decades."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _number(v)))
+
+    def minor(v: float, _pos: object = None) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or hi / lo >= 100:
+            return ""
+        mantissa = v / 10 ** math.floor(math.log10(v) + 1e-9)
+        return _number(v) if round(mantissa, 6) in (2.0, 5.0) else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
-def _references(ax: Axes, spec: ExperimentSpec, metric: str) -> None:
+def _x_axis(ax: Axes, column: str, values: pd.Series, logx: int | None) -> None:
+    """Sizes: B/KiB/MiB ticks; integers: integer ticks; a log axis with few values: a tick at each."""
+    distinct = sorted(pd.to_numeric(values, errors="coerce").dropna().unique())
+    if logx:
+        ax.set_xscale("log", base=logx)
+        if 1 < len(distinct) <= FEW_TICKS:
+            ax.xaxis.set_major_locator(FixedLocator(distinct))
+        elif logx == 2:
+            ax.xaxis.set_major_locator(LogLocator(base=2, numticks=8))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if is_size(column):
+        ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
+        ax.tick_params(axis="x", labelrotation=45)
+    elif logx:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _number(v)))
+    elif _integer_valued(values):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _y_axis(ax: Axes, logy: bool) -> None:
+    if logy:
+        ax.set_yscale("log")
+        _log_formatters(ax.yaxis)
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def _draw(ax: Axes, g: pd.DataFrame, x: str, y: str, label: str, factor: float = 1.0) -> int:
+    """One series: the median over repeated runs at each x, a min..max band where there are several.
+
+    Repeated runs are rows at one x that differ in their seed; rows that differ in more (a swept
+    parameter the figure's ``by`` leaves out) are reported with a warning, as a median would hide it.
+    -> the most runs at one x.
+    """
+    rows = g[[x, y, *(["seed"] if "seed" in g.columns else [])]].dropna(subset=[x, y])
+    if not len(rows):
+        return 0
+    by_x = (rows[y] * factor).groupby(rows[x], sort=True)
+    med, n = by_x.median(), by_x.size()
+    if "seed" in rows.columns and (rows.groupby(x)["seed"].nunique() < n).any():
+        warnings.warn(f"{label or y}: rows at one {x} differ in more than their seed; name the column that "
+                      "varies in the figure's `by`", stacklevel=3)  # fmt: skip
+    style = style_for(label)
+    ax.plot(med.index, med.to_numpy(), color=style.color, marker=style.marker, ls=style.linestyle, ms=3.5,
+            lw=1.2, label=label)  # fmt: skip
+    if n.max() > 1:
+        ax.fill_between(med.index, by_x.min().to_numpy(), by_x.max().to_numpy(), color=style.color, alpha=0.2,
+                        lw=0)  # fmt: skip
+    return int(n.max())
+
+
+def _references(ax: Axes, spec: ExperimentSpec, metric: str, factor: float = 1.0) -> None:
     for ref in spec.references:
         if ref.metric != metric:
             continue
         xs, ys = zip(*ref.points, strict=True)
-        ax.plot(xs, ys, "o", mfc="none", mec="black", ms=9, mew=1.5, label=f"{ref.label} ({ref.source})")
+        label = textwrap.fill(f"{ref.label} ({ref.source})", 60)
+        ax.plot(xs, [y * factor for y in ys], label=label, **REFERENCE_STYLE)
         if ref.tolerance:
             for x, y in ref.points:
-                ax.plot([x, x], [y * (1 - ref.tolerance), y * (1 + ref.tolerance)], "k-", lw=1, alpha=0.6)
+                ax.plot([x, x], [y * factor * (1 - ref.tolerance), y * factor * (1 + ref.tolerance)], "k-", lw=0.8,
+                        alpha=0.6, label="_tolerance")  # fmt: skip
 
 
-def perftest_latency(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes) -> None:
-    for label, g in _series(df, ["profile", "test"]):
-        g = g.sort_values("size")
-        line = ax.plot(g["size"], g["t_typical_us"], "-", marker=".", label=f"sim {label}".strip())[0]
-        ax.fill_between(g["size"], g["t_min_us"], g["t_p999_us"], color=line.get_color(), alpha=0.15)
-    _references(ax, spec, "t_typical_us")
-    _size_axis(ax)
-    ax.set_yscale("log")
-    ax.set_xlabel("message size")
-    ax.set_ylabel("latency, t_typical [us] (band: min..p99.9)")
+@dataclass
+class _Notes:
+    """What the legend's title says about the figure: repeated runs, bands, left-out panels."""
+
+    runs: int = 1
+    lines: list[str] | None = None
+
+    def add(self, text: str) -> None:
+        self.lines = [*(self.lines or []), text]
+
+    def title(self) -> str | None:
+        out = list(self.lines or [])
+        if self.runs > 1:
+            out.insert(0, f"Lines: median of {self.runs} runs; bands: smallest to largest run")
+        return "\n".join(out) or None
 
 
-def perftest_bandwidth(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes) -> None:
+def perftest_latency(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes, notes: _Notes) -> None:
+    label, factor = axis_label("t_typical_us", df["t_typical_us"])
+    series = _series(df, ["profile", "test"])
+    for name, g in series:
+        notes.runs = max(notes.runs, _draw(ax, g, "size", "t_typical_us", name or "simulated", factor))
+    spread = {"t_min_us", "t_p999_us"} <= set(df.columns) and bool((df["t_p999_us"] > df["t_min_us"] * 1.01).any())
+    if notes.runs == 1 and spread:  # one run per point: the band is the spread of its samples
+        for name, g in series:
+            g = g.sort_values("size")
+            ax.fill_between(g["size"], g["t_min_us"] * factor, g["t_p999_us"] * factor,
+                            color=style_for(name or "simulated").color, alpha=0.15, lw=0)  # fmt: skip
+        notes.add("Bands: minimum to p99.9 of the samples")
+    _references(ax, spec, "t_typical_us", factor)
+    _x_axis(ax, "size", df["size"], 2)
+    _y_axis(ax, True)
+    ax.set_xlabel(axis_label("size")[0])
+    ax.set_ylabel(label)
+
+
+def perftest_bandwidth(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes, notes: _Notes) -> None:
     from kdsim.fabric import WireModel
     from kdsim.profile import load_profile
 
-    for label, g in _series(df, ["profile", "test"]):
-        g = g.sort_values("size")
-        ax.plot(g["size"], g["bw_avg_gbps"], "-", marker=".", label=f"sim {label}".strip())
-    for name in sorted(df["profile"].unique()):
+    for name, g in _series(df, ["profile", "test"]):
+        notes.runs = max(notes.runs, _draw(ax, g, "size", "bw_avg_gbps", name or "simulated"))
+    profiles = sorted(df["profile"].unique())
+    for i, name in enumerate(profiles):
         wire = WireModel.from_profile(load_profile(name))
-        ax.axhline(wire.goodput_gbps(wire.mtu * 256), ls="--", lw=1, color="grey")
-        ax.annotate(
-            f"{name}: link goodput after headers",
-            (df["size"].min(), wire.goodput_gbps(wire.mtu * 256)),
-            textcoords="offset points",
-            xytext=(0, 3),
-            fontsize=8,
-            color="grey",
-        )
+        goodput = wire.goodput_gbps(wire.mtu * 256)
+        ax.axhline(goodput, ls="--", lw=0.8, color="grey")
+        text = "link goodput after headers"
+        if len(profiles) > 1:
+            text = f"{PROFILE_NAMES.get(name, name)}: {text}"
+        ax.annotate(text, (0.02, goodput), xycoords=("axes fraction", "data"), textcoords="offset points",
+                    xytext=(0, -2 - 9 * i), va="top", fontsize=SMALL_PT - 1, color="dimgrey")  # fmt: skip
     _references(ax, spec, "bw_avg_gbps")
-    _size_axis(ax)
-    ax.set_xlabel("message size")
-    ax.set_ylabel("BW average [Gb/s]")
+    _x_axis(ax, "size", df["size"], 2)
+    ax.set_xlabel(axis_label("size")[0])
+    ax.set_ylabel(axis_label("bw_avg_gbps", df["bw_avg_gbps"])[0])
 
 
-def perftest_msgrate(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes) -> None:
-    for label, g in _series(df, ["profile", "test", "post_list"]):
-        g = g.sort_values("qps")
-        ax.plot(g["qps"], g["msg_rate_mpps"], "-", marker="o", label=f"sim {label}".strip())
-    for name in sorted(df["profile"].unique()):
-        from kdsim.profile import load_profile
+def perftest_msgrate(df: pd.DataFrame, spec: ExperimentSpec, ax: Axes, notes: _Notes) -> None:
+    from kdsim.profile import load_profile
 
+    for name, g in _series(df, ["profile", "test", "post_list"]):
+        notes.runs = max(notes.runs, _draw(ax, g, "qps", "msg_rate_mpps", name or "simulated"))
+    for i, name in enumerate(sorted(df["profile"].unique())):
         entries = load_profile(name).nic.qpc_cache_entries
-        ax.axvline(entries, ls=":", color="grey")
-        ax.annotate(
-            f"{name}: QP-context cache\n{entries} entries",
-            (entries, ax.get_ylim()[1] * 0.9),
-            fontsize=8,
-            color="grey",
-            ha="right",
-        )
+        colour = style_for(PROFILE_NAMES.get(name, name)).color
+        ax.axvline(entries, ls=":", lw=1, color=colour)
+        ax.annotate(f"QP-context\ncache: {entries}", (entries, 0.03 + 0.12 * i), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(-3, 0), ha="right", va="bottom", fontsize=SMALL_PT - 1,
+                    color=colour)  # fmt: skip
     _references(ax, spec, "msg_rate_mpps")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("queue pairs (served round robin by the client threads)")
-    ax.set_ylabel("message rate [Mpps]")
+    _x_axis(ax, "qps", df["qps"], 2)
+    ax.set_xlabel(f"{axis_label('qps')[0]} (served round robin)")
+    ax.set_ylabel(axis_label("msg_rate_mpps", df["msg_rate_mpps"])[0])
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame, ExperimentSpec, Axes], None]] = {
+FIGURES: dict[str, Callable[[pd.DataFrame, ExperimentSpec, Axes, _Notes], None]] = {
     "perftest_latency": perftest_latency,
     "perftest_bandwidth": perftest_bandwidth,
     "perftest_msgrate": perftest_msgrate,
 }
+#: The columns each named figure draws: (x, [y, ...]).
+FIGURE_COLUMNS: dict[str, tuple[str, list[str]]] = {
+    "perftest_latency": ("size", ["t_typical_us", "t_min_us", "t_p999_us"]),
+    "perftest_bandwidth": ("size", ["bw_avg_gbps"]),
+    "perftest_msgrate": ("qps", ["msg_rate_mpps"]),
+}
 
 
-def lines(df: pd.DataFrame, spec: ExperimentSpec, axes: list[Axes]) -> None:
-    """Generic line panels: each ``y`` metric against ``x``, a line per ``by`` group."""
+def figure_columns(spec: ExperimentSpec) -> tuple[str, list[str]]:
+    """The spec's figure's x column and y columns (every one needs a label in :data:`LABELS`)."""
+    if spec.figure is None:
+        raise ValueError(f"{spec.name} has no figure")
+    if isinstance(spec.figure, str):
+        if spec.figure not in FIGURE_COLUMNS:
+            raise ValueError(f"figure {spec.figure!r} unknown; known: {', '.join(FIGURES)}")
+        return FIGURE_COLUMNS[spec.figure]
+    return spec.figure.x, list(spec.figure.y)
+
+
+def _twin_p50(metric: str) -> str | None:
+    for tail in ("_p99_", "_p999_"):
+        if tail in metric:
+            return metric.replace(tail, "_p50_")
+    return None
+
+
+def p99_differs(df: pd.DataFrame, metric: str, p50: str) -> bool:
+    """Whether ``metric`` (a p99) differs from its median ``p50`` by :data:`P99_SAME_AS_P50` or more anywhere."""
+    if metric not in df.columns or p50 not in df.columns:
+        return True
+    a, b = pd.to_numeric(df[metric], errors="coerce"), pd.to_numeric(df[p50], errors="coerce")
+    ok = a.notna() & b.notna() & (b > 0)
+    if not ok.any():
+        return True
+    return bool(((a[ok] / b[ok] - 1).abs() >= P99_SAME_AS_P50).any())
+
+
+def panels(df: pd.DataFrame, fig_spec: FigureSpec) -> tuple[list[str], list[str]]:
+    """The y metrics to draw, one panel each, and a note per panel left out."""
+    keep, notes = [], []
+    for metric in fig_spec.y:
+        p50 = _twin_p50(metric)
+        if p50 in fig_spec.y and not p99_differs(df, metric, p50):
+            words = label_of(metric)[0]
+            notes.append(f"{words}: within {P99_SAME_AS_P50:.0%} of the median everywhere, not drawn")
+            continue
+        keep.append(metric)
+    return keep, notes
+
+
+def lines(df: pd.DataFrame, spec: ExperimentSpec, axes: list[Axes], metrics: list[str], notes: _Notes) -> None:
+    """Generic line panels: each metric against ``x``, a line per ``by`` group."""
     fig_spec = spec.figure
-    assert not isinstance(fig_spec, str) and fig_spec is not None
-    for ax, metric in zip(axes, fig_spec.y, strict=True):
-        for label, g in _series(df, fig_spec.by):
-            g = g.sort_values(fig_spec.x)
-            ax.plot(g[fig_spec.x], g[metric], "-", marker="o", ms=3, label=label or metric)
-        _references(ax, spec, metric)
-        if fig_spec.logx:
-            ax.set_xscale("log", base=fig_spec.logx)
-            if fig_spec.x.endswith("bytes"):
-                ax.xaxis.set_major_formatter(FuncFormatter(_bytes_label))
-                ax.tick_params(axis="x", labelrotation=45)
-        if fig_spec.logy:
-            ax.set_yscale("log")
-        ax.set_xlabel(fig_spec.x)
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=7, loc="best")
+    assert isinstance(fig_spec, FigureSpec)
+    x = fig_spec.x
+    for ax, metric in zip(axes, metrics, strict=True):
+        ylabel, factor = axis_label(metric, df[metric] if metric in df.columns else (), fig_spec.labels.get(metric))
+        if metric in df.columns:
+            for label, g in _series(df, fig_spec.by, keep_constant=True):
+                notes.runs = max(notes.runs, _draw(ax, g, x, metric, label or label_of(metric)[0], factor))
+        _references(ax, spec, metric, factor)
+        _x_axis(ax, x, df[x] if x in df.columns else pd.Series(dtype=float), fig_spec.logx)
+        _y_axis(ax, fig_spec.logy is True or (isinstance(fig_spec.logy, list) and metric in fig_spec.logy))
+        ax.set_xlabel(axis_label(x, (), fig_spec.labels.get(x))[0])
+        ax.set_ylabel(ylabel)
+
+
+def _legend(fig: Figure, axes: list[Axes], title: str, notes: _Notes) -> None:
+    """Above the panels: the title and a legend of the series; below: the notes and published references.
+
+    The title is the upper legend's title: constrained layout makes room for a suptitle or for an
+    outside legend at the top, not for both (they would overlap).
+    """
+    series: dict[str, Line2D] = {}
+    refs: dict[str, Line2D] = {}
+    for ax in axes:
+        for line in ax.get_lines():
+            label = str(line.get_label())
+            if label.startswith("_"):
+                continue
+            (refs if line.get_color() == "black" and line.get_linestyle() == "None" else series)[label] = line
+    width = fig.get_figwidth()
+    longest = max((len(k) for k in series), default=10)
+    per_row = max(1, int(width * 72 / (SMALL_PT * 0.6) // (longest + 8)))
+    ncols = min(len(series) or 1, per_row)
+    top = fig.legend(list(series.values()), list(series), loc="outside upper center", ncols=ncols, fontsize=SMALL_PT,
+                     title=title, title_fontsize=FONT_PT, frameon=False, handlelength=2.2, columnspacing=1.2,
+                     borderpad=0.2)  # fmt: skip
+    top.get_title().set_multialignment("center")
+    lines_of_text = title.count("\n") + 1
+    header = lines_of_text * FONT_PT * 1.3 / 72 + math.ceil(len(series) / ncols) * SMALL_PT * 1.7 / 72 + 0.1
+    footer = 0.0
+    if refs or notes.title():
+        bottom = fig.legend(list(refs.values()), list(refs), loc="outside lower center", ncols=1, fontsize=SMALL_PT,
+                            title=notes.title(), title_fontsize=SMALL_PT, frameon=False, borderpad=0.2)  # fmt: skip
+        bottom.get_title().set_multialignment("center")
+        text_lines = (notes.title() or "").count("\n") + 1 + sum(k.count("\n") + 1 for k in refs)
+        footer = text_lines * SMALL_PT * 1.5 / 72 + 0.1
+    fig.set_figheight(PANEL_IN + X_AXIS_IN + header + footer)
+
+
+def _wrap(fig: Figure, text: str, fontsize: float, width_in: float) -> str:
+    """``text`` broken into lines no wider than ``width_in`` at ``fontsize``, measured with the figure's renderer."""
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=fontsize)
+    limit = width_in * renderer.dpi
+
+    def fits(line: str) -> bool:
+        return renderer.get_text_width_height_descent(line, font, ismath=False)[0] <= limit
+
+    lines: list[str] = []
+    for word in text.split():
+        if lines and fits(f"{lines[-1]} {word}"):
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def _title(fig: Figure, spec: ExperimentSpec) -> str:
+    return _wrap(fig, spec.description or spec.name, FONT_PT, fig.get_figwidth() - 0.2)
+
+
+def _new_figure(n_panels: int) -> tuple[Figure, list[Axes]]:
+    width = COLUMN_IN if n_panels == 1 else PAGE_IN
+    fig = Figure(figsize=(width, PANEL_IN + X_AXIS_IN), layout="constrained")  # not pyplot's: nothing global
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(1, n_panels, squeeze=False)
+    for ax in axs[0]:
+        ax.tick_params(labelsize=SMALL_PT, which="both")
+        ax.grid(True, alpha=0.3, lw=0.5)
+    return fig, list(axs[0])
+
+
+def draw(df: pd.DataFrame, spec: ExperimentSpec) -> Figure:
+    """The spec's figure drawn from its rows (not saved; :func:`render` saves and closes it)."""
+    if not spec.figure:
+        raise ValueError(f"{spec.name} has no figure")
+    notes = _Notes()
+    if isinstance(spec.figure, str):
+        if spec.figure not in FIGURES:
+            raise ValueError(f"figure {spec.figure!r} unknown; known: {', '.join(FIGURES)}")
+        fig, axes = _new_figure(1)
+        FIGURES[spec.figure](df, spec, axes[0], notes)
+    else:
+        metrics, left_out = panels(df, spec.figure)
+        fig, axes = _new_figure(len(metrics))
+        lines(df, spec, axes, metrics, notes)
+        for text in left_out:
+            notes.add(text)
+    for ax in axes:
+        for label in (ax.xaxis.label, ax.yaxis.label):
+            label.set_fontsize(FONT_PT)
+    _legend(fig, axes, _title(fig, spec), notes)
+    return fig
 
 
 def render(df: pd.DataFrame, spec: ExperimentSpec, out_dir: str | Path = "paper_figures") -> list[Path]:
     """Draw the spec's figure from its rows; -> the PNG and PDF paths."""
     if not spec.figure:
         return []
-    if not isinstance(spec.figure, str):
-        n = len(spec.figure.y)
-        fig, axs = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
-        lines(df, spec, list(axs[0]))
-        fig.suptitle(spec.description or spec.name, fontsize=10)
-        return _save(fig, spec, out_dir)
-    if spec.figure not in FIGURES:
-        raise ValueError(f"figure {spec.figure!r} unknown; known: {', '.join(FIGURES)}")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    FIGURES[spec.figure](df, spec, ax)
-    ax.set_title(spec.description or spec.name, fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    return _save(fig, spec, out_dir)
-
-
-def _save(fig: plt.Figure, spec: ExperimentSpec, out_dir: str | Path) -> list[Path]:
-    fig.tight_layout()
+    fig = draw(df, spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{spec.name}.png", out / f"{spec.name}.pdf"]
     for p in paths:
-        fig.savefig(p)
-    plt.close(fig)
+        fig.savefig(p, dpi=PNG_DPI)
     return paths

@@ -107,7 +107,11 @@ class FigureSpec(BaseModel):
     y: list[str] = Field(min_length=1)
     by: list[str] = Field(default_factory=list)
     logx: int | None = Field(default=2, description="log base of the x axis, or null for linear")
-    logy: bool = False
+    logy: bool | list[str] = Field(default=False, description="log y axes: all panels, or the metrics named")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="axis label words per column, in place of kdlab.figures.LABELS' (the unit is added from there)",
+    )
 
 
 class ExperimentSpec(BaseModel):
