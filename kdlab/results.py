@@ -120,6 +120,8 @@ def _current_rows(frame: pd.DataFrame, fingerprint: str | None) -> pd.Series:
     if "code_fingerprint" not in frame:
         return pd.Series(False, index=frame.index)
     current = frame["code_fingerprint"] == (fingerprint or code_fingerprint())
+    if not {"engine", "profile", "profile_overrides", "profile_fingerprint"} <= set(frame.columns):
+        return current
     sim = frame["engine"] == "sim"
     now: dict[tuple[str, str], str | None] = {}
     for profile, overrides in frame.loc[sim & current, ["profile", "profile_overrides"]].drop_duplicates().values:
