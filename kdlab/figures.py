@@ -302,9 +302,10 @@ def _number(v: float) -> str:
 
 
 def _bytes_label(v: float, _pos: object = None) -> str:
+    """1 KiB, 4 MiB for multiples of the unit; 1000 B, 8000 B (not 7.8125 KiB) for sizes that are not."""
     for unit, n in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if v >= n:
-            return f"{v / n:g} {unit}"
+        if v >= n and (v % n == 0 or v >= 10 * n):
+            return f"{v / n:.4g} {unit}"
     return f"{v:g} B"
 
 

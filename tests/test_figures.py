@@ -354,3 +354,8 @@ def test_rows_that_differ_in_more_than_the_seed_are_not_silently_merged() -> Non
     twice = pd.concat([df, df.assign(acks=-1)])  # a second configuration at every x, same seed
     with pytest.warns(UserWarning, match="differ in more than their seed"):
         draw(twice, spec)
+
+
+def test_size_ticks_read_as_sizes() -> None:
+    labels = [figures._bytes_label(v) for v in (16, 1000, 1024, 8000, 65536, 1 << 20)]
+    assert labels == ["16 B", "1000 B", "1 KiB", "8000 B", "64 KiB", "1 MiB"]
