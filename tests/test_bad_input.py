@@ -21,7 +21,7 @@ BAD_SPECS = [
     ("", "a spec is a mapping"),
     (PERF + "foo: 1\n", "foo: unknown field; allowed: name"),
     ("name: x\n", "workload: Field required"),
-    ("name: x\nworkload: nope\n", "workload: unknown workload 'nope'; allowed: kafka, perftest"),
+    ("name: x\nworkload: nope\n", "workload: unknown workload 'nope'; allowed: artifact, kafka, perftest"),
     ("name: 'bad name!'\nworkload: perftest\n", "name: String should match pattern"),
     (PERF + "engine: gpu\n", "engine: Input should be 'sim' or 'real'"),
     (PERF + "seeds: [-1]\n", "seeds must be >= 0"),
