@@ -98,6 +98,7 @@ class SimEngine:
         self._cqs: dict[int, SimCq] = {}
         self._qps: dict[tuple[str, int], SimQp] = {}
         self._mrs: dict[tuple[str, int], SimMr] = {}
+        self._mapped: set[tuple[str, int]] = set()  # MRs registered over a file (RegMr.path)
         self._ids = count(1)
         self.sockets = SocketLayer(env, profile, self._ids)
         self.sync = SyncLayer(env)
@@ -223,6 +224,8 @@ class SimEngine:
     def _reg_mr(self, op: ops.RegMr, st: RoleState) -> Any:
         mr = self.memories[st.host].register(op.length, op.access)
         self._mrs[st.host, mr.handle.lkey] = mr
+        if op.path is not None:
+            self._mapped.add((st.host, mr.handle.lkey))
         return mr.handle
 
     def _create_cq(self, op: ops.CreateCq, st: RoleState) -> CompletionQueue:
@@ -334,7 +337,12 @@ class SimEngine:
     def _read_mem(self, op: ops.ReadMem, st: RoleState) -> bytes:
         mr = self._mr(st, op.mr)
         self._bounds(mr, op.offset, op.length, "ReadMem")
-        self._cpu(st, self._copy_ns(op.length))
+        if (st.host, op.mr.lkey) in self._mapped:
+            # A mapped file (a Kafka segment) is read in place, as a JVM MappedByteBuffer slice is:
+            # no copy; the pass over the bytes is the Compute that models it (the CRC check).
+            self._cpu(st, self._host.cache_miss_ns)
+        else:
+            self._cpu(st, self._copy_ns(op.length))
         return bytes(mr.data[op.offset : op.offset + op.length])
 
     def _write_mem(self, op: ops.WriteMem, st: RoleState) -> None:
@@ -369,8 +377,12 @@ class SimEngine:
         return nbytes * 8.0 / self.profile.host.memcpy_gbps
 
     def _compute(self, op: ops.Compute, st: RoleState) -> None:
+        if op.kind in WAIT_KINDS:  # a wait, not CPU work: the thread's time moves on, no core is used
+            st.debt += WAIT_KINDS[op.kind](self, op.nbytes)
+            return
         if op.kind not in COMPUTE_KINDS:
-            raise ValueError(f"Compute.kind {op.kind!r} is not modelled; known kinds: {sorted(COMPUTE_KINDS)}")
+            known = sorted({*COMPUTE_KINDS, *WAIT_KINDS})
+            raise ValueError(f"Compute.kind {op.kind!r} is not modelled; known kinds: {known}")
         self._cpu(st, COMPUTE_KINDS[op.kind](self, op.nbytes))
 
     def _sleep(self, op: ops.Sleep, st: RoleState) -> Any:
@@ -471,7 +483,7 @@ class SimEngine:
 
         def resume(st: RoleState) -> Any:
             q.putters.remove(block.waiter)
-            st.debt = 0.0
+            st.debt = self._host.queue_wakeup_ns  # a parked thread is woken (a futex), no interrupt
             return self._queue_put(op, st)
 
         block = self._block(st, f"room in queue {op.queue!r}", resume)
@@ -491,6 +503,7 @@ class SimEngine:
             ok, item = self.sync.take(q, self.env.now)
             if ok:
                 self.sync.released(q, self.env.now)
+                st.debt = self._host.queue_wakeup_ns  # handed work while parked: a futex wake, no interrupt
                 return item
             if op.timeout_ns is None:  # another thread took it first: wait again
                 return self._queue_get(op, st)
@@ -514,7 +527,7 @@ class SimEngine:
                 waiters.remove(block.waiter)  # timed out: still registered
                 st.debt = 0.0
                 return False
-            st.debt = self._host.wakeup_ns
+            st.debt = self._host.notify_ns
             return True
 
         block = self._block(st, f"a notification on {op.key!r}", resume)
@@ -583,7 +596,14 @@ COMPUTE_KINDS: dict[str, Any] = {
     "copy": lambda eng, n: n * 8.0 / eng.profile.host.memcpy_gbps,
     "crc32c": lambda eng, n: n * 8.0 / eng.profile.host.crc32c_gbps,
     "syscall": lambda eng, n: eng.profile.host.syscall_ns,
-    "request": lambda eng, n: eng.profile.host.request_ns,
+    "request": lambda eng, n: eng.profile.host.request_ns,  # a Kafka request on the socket path only
+    # a batch appended to a Kafka log; ``nbytes`` counts the records LogValidator iterates (0: a follower)
+    "append": lambda eng, n: eng.profile.host.append_ns + n * eng.profile.host.append_record_ns,
+}
+
+#: :class:`kdlab.ops.Compute` kinds that are waits rather than CPU work (the thread is parked), in ns.
+WAIT_KINDS: dict[str, Any] = {
+    "handoff": lambda eng, n: eng.profile.host.handoff_ns,  # a hand-off to a parked thread the role stands for
 }
 
 

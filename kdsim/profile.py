@@ -108,11 +108,32 @@ class HostParams:
     post_wr_ns: float = param("ns", "CPU time for each further work request in a post list")
     poll_ns: float = param("ns", "CPU time of one ibv_poll_cq call")
     cache_miss_ns: float = param("ns", "time for a spinning core to see a line the NIC wrote")
-    wakeup_ns: float = param("ns", "interrupt-to-thread wake-up latency (event-mode CQs)")
+    wakeup_ns: float = param("ns", "interrupt-to-thread wake-up latency (event-mode CQs, a socket's epoll wait)")
+    queue_wakeup_ns: float = param(
+        "ns", "wake-up of a thread parked on an in-process queue when another thread of the process hands it work"
+    )
+    notify_ns: float = param(
+        "ns",
+        "wake-up of a thread waiting on a notification (0 where the system runs the notified work on the "
+        "notifying thread)",
+    )
+    handoff_ns: float = param(
+        "ns",
+        "hand-off to a parked thread that the datapath runs in the same role: a Kafka client's application "
+        "<-> I/O thread, a broker's response back to its network thread (selector or latch wake-up)",
+    )
     memcpy_gbps: float = param("Gb/s", "single-core memcpy bandwidth", low=1e-3)
     crc32c_gbps: float = param("Gb/s", "single-core CRC-32C throughput (SSE4.2 / JVM intrinsic)", low=1e-3)
     syscall_ns: float = param("ns", "CPU time of one system call (send, recv, epoll)")
-    request_ns: float = param("ns", "CPU time a Kafka broker spends per request besides copies and CRC (JVM)")
+    request_ns: float = param(
+        "ns", "CPU a Kafka broker spends per request on the socket path only: parsing, dispatch, response (JVM)"
+    )
+    append_ns: float = param(
+        "ns",
+        "CPU a Kafka broker spends per appended batch besides CRC and copies: validation, producer state, "
+        "high watermark (both Kafka and KafkaDirect)",
+    )
+    append_record_ns: float = param("ns", "CPU per record the leader's LogValidator iterates when it appends a batch")
     op_ns: float = param("ns", "CPU time of the datapath's own code per operation (interpreter, engine dispatch)")
     process_cores: int = param("cores", "cores the threads of one host process can use at once (0: one per thread)")
     machine_cores: int = param("cores", "cores all simulated hosts share, as processes of one VM (0: one machine each)")
