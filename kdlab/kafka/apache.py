@@ -1,11 +1,14 @@
 """Apache Kafka over TCP: the baseline's produce, pull replication and fetch paths.
 
 Brokers (Kafka 2.x request path): network threads read requests from their
-connections into a bounded request queue (``queued.max.requests``); I/O threads
-handle them: a produce request costs the request handling, a CRC-32C pass to
-validate the batch and a copy into the page cache, then the leader assigns offsets
-and answers (acks=1) or parks the answer in purgatory until the high watermark
-covers the batch (acks=all). A fetch answers with whole batches below the high
+connections into a bounded request queue (``queued.max.requests``), which wakes a
+parked I/O thread (``host.queue_wakeup_ns``); I/O threads handle them: every request
+costs what only the socket path pays (``Compute("request")``: parsing, dispatch,
+response serialisation), a produce request a CRC-32C pass, the append path that
+KafkaDirect's commit pays too (``Compute("append")``: LogValidator per record,
+producer state, high watermark) and a copy into the page cache; then the leader
+assigns offsets and answers (acks=1) or parks the answer in purgatory until the high
+watermark covers the batch (acks=all). A fetch answers with whole batches below the high
 watermark (consumers) or the log end (followers) using ``sendfile`` (no copy), or
 waits in purgatory for ``fetch.min.bytes`` up to ``fetch.max.wait.ms``.
 A connection has one request in the broker at a time (Kafka mutes it until the
@@ -13,9 +16,12 @@ response is queued), so a client's later in-flight requests wait their turn.
 Followers pull with one replica fetcher; the leader learns a follower's log end
 from its next fetch, and the high watermark follows.
 
-Simplification, stated: responses are sent by the thread that completes them
-(I/O thread or purgatory) rather than handed back to the network thread, so their
-send cost is counted in that thread's class.
+A response goes back to its connection's network thread with a selector wake-up
+(``Compute("handoff")``) when that thread sleeps in its poll. Simplification, stated:
+the thread that completes a response (I/O thread or purgatory) then sends it itself,
+so the send's CPU is counted in that thread's class. The purgatory stands for work
+Kafka does on the appending thread (``tryCompleteDelayedRequests``), so its
+notification costs no wake-up on JVM profiles (``host.notify_ns``).
 
 The client side (producer and consumer) is :mod:`kdlab.kafka.clients`.
 """
@@ -87,6 +93,8 @@ class BrokerState:
     delayed_fetch: list[tuple[float, Any, Fetch]] = field(default_factory=list)
     requests: int = 0
     purgatory_dirty: bool = False
+    net_of: dict[int, int] = field(default_factory=dict)  # conn id -> the network thread that serves it
+    net_polling: set[int] = field(default_factory=set)  # network threads asleep in their poll (TcpRecv)
 
 
 # --- broker -----------------------------------------------------------------------------
@@ -98,9 +106,12 @@ def network_thread(p: KafkaParams, state: BrokerState, index: int, clients: int)
     conns = []
     for _ in range(clients):
         conns.append((yield TcpAccept(listener)))
+        state.net_of[conns[-1].conn_id] = index
     queue = f"{state.name}.requests"
     while True:
+        state.net_polling.add(index)
         got = yield TcpRecv(conns)
+        state.net_polling.discard(index)
         if got is None:
             continue
         conn, request = got
@@ -117,7 +128,7 @@ def io_thread(p: KafkaParams, state: BrokerState) -> Any:
     while True:
         conn, request = yield QueueGet(queue)
         state.requests += 1
-        yield Compute("request")
+        yield Compute("request")  # what only the socket path pays: parsing, dispatch, response serialisation
         if isinstance(request, Produce):
             yield from _produce(p, state, conn, request)
         else:
@@ -135,6 +146,7 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any
     if not valid:
         yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
         return
+    yield Compute("append", req.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
     yield Compute("copy", size)  # append to the page cache, with the offsets assigned
     entry = log.append(size, req.records, assign_offsets(req.data, log.leo))
     yield from _data_changed(state)
@@ -192,6 +204,8 @@ def _respond(state: BrokerState, conn: Any, message: Any, nbytes: int, zero_copy
     if hasattr(conn, "reply"):  # a two-sided RDMA peer (OSU): its own send path
         yield from conn.reply(message, nbytes)
     else:
+        if state.net_of.get(conn.conn_id) in state.net_polling:
+            yield Compute("handoff")  # back to the network thread asleep in its poll: Selector.wakeup()
         yield TcpSend(conn, message, nbytes, zero_copy=zero_copy)
     yield from _done(state, conn)
 
@@ -246,6 +260,7 @@ def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions:
                 info = check_batch(data)
                 if info is None:
                     raise DatapathError(f"{state.name}: replica fetch of partition {q} returned a corrupt batch")
+                yield Compute("append", 0)  # a follower's append: no LogValidator, the rest of the path
                 yield Compute("copy", len(data))
                 log.append(len(data), info.records, data)
             log.hw = max(log.hw, min(reply.hw, log.leo))
