@@ -4,9 +4,13 @@ Hosts: brokers ``b0..``, producers ``p0..``, consumers ``c0..``, each on its own
 Partition ``q`` is led by broker ``q mod brokers`` and replicated on the next
 ``replication_factor - 1`` brokers; producer ``i`` writes partition ``i mod
 partitions``, consumer ``j`` reads partition ``j mod partitions`` from offset 0.
+With ``sequential_e2e`` (EndToEndLatency, one thread) the consumer runs on the
+producer's host and the two share an :class:`~kdlab.kafka.clients.EndToEnd`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from kdlab.kafka import apache, clients, osu
 from kdlab.kafka.log import PartitionLog
@@ -27,6 +31,16 @@ def replicas(p: KafkaParams, partition: int) -> tuple[str, ...]:
 def expected_records(p: KafkaParams, partition: int) -> int:
     per = p.records_per_batch
     return apache.producers_of(p, partition) * (-(-p.records_total // per) * per)
+
+
+def consumer_host(p: KafkaParams, j: int) -> str:
+    """Consumer ``j``'s host: its own, or the producer's for EndToEndLatency's one thread."""
+    return "p0" if p.sequential_e2e else f"c{j}"
+
+
+def end_to_end(p: KafkaParams) -> dict[str, Any]:
+    """The role argument that joins producer and consumer into EndToEndLatency's one thread, if asked for."""
+    return {"e2e": clients.EndToEnd("e2e0")} if p.sequential_e2e else {}
 
 
 def build(p: KafkaParams) -> list[Role]:
@@ -58,10 +72,11 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
         return f"{leader}.net{net}"
 
     osu_clients: dict[str, list[str]] = {b: [] for b in names}
+    e2e = end_to_end(p)
     for i in range(p.producers):
         q = i % p.partitions
         leader = replicas(p, q)[0]
-        args = {"p": p, "pid": i, "partition": q}
+        args = {"p": p, "pid": i, "partition": q, **e2e}
         if p.system == "osu":
             osu_clients[leader].append(f"producer{i}")
             roles.append(Role(f"producer{i}", f"p{i}", osu.producer, {**args, "service": "", "broker": leader}))
@@ -70,13 +85,14 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
     for j in range(p.consumers):
         q = j % p.partitions
         leader = replicas(p, q)[0]
-        args = {"p": p, "cid": j, "partition": q, "expected_records": expected_records(p, q)}
+        args = {"p": p, "cid": j, "partition": q, "expected_records": expected_records(p, q), **e2e}
+        host = consumer_host(p, j)
         if p.system == "osu":
             osu_clients[leader].append(f"consumer{j}")
-            roles.append(Role(f"consumer{j}", f"c{j}", osu.consumer, {**args, "service": "", "broker": leader}))
+            roles.append(Role(f"consumer{j}", host, osu.consumer, {**args, "service": "", "broker": leader}))
         else:
             service = connect(leader, p.producers + j)
-            roles.append(Role(f"consumer{j}", f"c{j}", clients.consumer, {**args, "service": service}))
+            roles.append(Role(f"consumer{j}", host, clients.consumer, {**args, "service": service}))
     for follower in names:
         by_leader: dict[str, list[int]] = {}
         for q in range(p.partitions):

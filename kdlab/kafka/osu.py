@@ -148,10 +148,20 @@ def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: list[str
             yield QueuePut(f"{state.name}.requests", (peer, request), capacity=p.queued_max_requests)
 
 
-def producer(p: KafkaParams, pid: int, partition: int, service: str, broker: str) -> Any:
-    return (yield from clients.producer(p, pid, partition, service, VerbsLink(p, f"producer{pid}", broker)))
+def producer(
+    p: KafkaParams, pid: int, partition: int, service: str, broker: str, e2e: clients.EndToEnd | None = None
+) -> Any:
+    return (yield from clients.producer(p, pid, partition, service, VerbsLink(p, f"producer{pid}", broker), e2e))
 
 
-def consumer(p: KafkaParams, cid: int, partition: int, service: str, expected_records: int, broker: str) -> Any:
+def consumer(
+    p: KafkaParams,
+    cid: int,
+    partition: int,
+    service: str,
+    expected_records: int,
+    broker: str,
+    e2e: clients.EndToEnd | None = None,
+) -> Any:
     link = VerbsLink(p, f"consumer{cid}", broker)
-    return (yield from clients.consumer(p, cid, partition, service, expected_records, link))
+    return (yield from clients.consumer(p, cid, partition, service, expected_records, link, e2e))

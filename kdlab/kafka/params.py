@@ -41,6 +41,12 @@ class KafkaParams(BaseModel):
     consume_after_produce: bool = Field(
         default=False, description="consumers start once the producers finished (catch-up reads) instead of tailing"
     )
+    sequential_e2e: bool = Field(
+        default=False,
+        description="EndToEndLatency: the producer sends a batch, waits for its ack, then the consumer (same host) "
+        "fetches until it is back, then the next is sent; needs 1 producer, 1 consumer, 1 partition, acks 1 or all",
+    )
+    check_crcs: bool = Field(default=True, description="consumer check.crcs: CRC-32C of every fetched batch")
     fetch_bytes: int = Field(default=1024 * 1024, ge=64, description="max.partition.fetch.bytes / RDMA read size")
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: float = Field(default=500.0, ge=0)
@@ -68,6 +74,16 @@ class KafkaParams(BaseModel):
                 f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
                 "KafkaDirect producers (one writer per partition)"
             )
+        if self.sequential_e2e:
+            shape = ("producers", "consumers", "partitions")
+            wrong = [f"{k} = {getattr(self, k)}" for k in shape if getattr(self, k) != 1]
+            wrong += ["acks = 0"] * (self.acks == 0) + ["consume_after_produce = true"] * self.consume_after_produce
+            if wrong:
+                raise ValueError(
+                    f"sequential_e2e: EndToEndLatency is one producer and one consumer of one partition, each send "
+                    f"waiting for its ack (producers, consumers, partitions 1; acks 1 or -1; consume_after_produce "
+                    f"false); got {', '.join(wrong)}"
+                )
         return self
 
     @property
