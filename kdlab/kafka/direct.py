@@ -6,11 +6,18 @@
   WRITE_WITH_IMM (immediate = segment id) from its registered buffer into the
   segment. Shared produce: an 8-byte FETCH_AND_ADD on the segment's produce slot
   reserves the bytes first (one reservation outstanding per producer), then the write.
+* Broker RDMA thread (``RDMAServer.RdmaProcessor``): it sleeps on its CQ's completion
+  channel while no produce is in the broker (``WaitCq`` in event mode: a wake-up) and
+  busy-polls from a produce's arrival until its ack's send has completed, then hands
+  each request to the handler through an in-process queue (a parked handler's
+  wake-up). Producers' acks complete on that CQ, as on the artifact's one send/receive
+  CQ per processor.
 * Broker commit, on the handler thread that owns the segment (hashed by segment id):
-  read and CRC-check the batch in place (a torn or unwritten batch is never
-  committed), assign offsets by rewriting ``baseOffset``, advance the log end, update
-  the consumers' slots with plain stores, and ack the producer with a zero-length
-  WRITE_WITH_IMM.
+  CRC-check the batch in place at CRC-32C rate (a torn or unwritten batch is never
+  committed), pay Kafka's append path (``Compute("append")``: LogValidator per record,
+  producer state, high watermark, as ``Log.rdmaAppend`` does), assign offsets by
+  rewriting ``baseOffset``, advance the log end, update the consumers' slots with
+  plain stores, and ack the producer with a zero-length WRITE_WITH_IMM.
 * Consume: a consumer RDMA-READs its 40-byte slot at most every ``slot_poll_us``
   while it is caught up, then READs ``min(known high-watermark position - position,
   fetch size)`` bytes into its registered cache and hands up whole batches only. The
@@ -35,8 +42,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdlab.kafka.batches import BASE_OFFSET, BatchFactory, check_batch
-from kdlab.kafka.clients import delivery, wait_for_producers
+from kdlab.kafka.batches import BASE_OFFSET, check_batch
 from kdlab.kafka.direct_replication import (
     FlipBit,
     ack_imm,
@@ -63,7 +69,6 @@ from kdlab.ops import (
     QueuePut,
     ReadMem,
     RegMr,
-    Sleep,
     TcpAccept,
     TcpConnect,
     TcpListen,
@@ -74,7 +79,7 @@ from kdlab.ops import (
 )
 from kdlab.program import DatapathError, Role
 from kdlab.sendq import SendQueue
-from kdlab.verbs import ATOMIC_BYTES, Opcode, QpCap, RecvWR, SendWR
+from kdlab.verbs import Opcode, QpCap, RecvWR, SendWR, WcOpcode
 
 SLOT_BYTES = 40  # written pos, HW pos, last-stable pos, HW offset, last-stable offset
 _SLOT = struct.Struct("<qqqqq")
@@ -102,7 +107,9 @@ class KdBroker:
     name: str
     p: KafkaParams
     logs: dict[int, PartitionLog]
-    producer_sq: dict[int, SendQueue] = field(default_factory=dict)  # producer id -> its QP's send side
+    producer_sq: dict[int, SendQueue] = field(default_factory=dict)  # consumer id (< 0) -> its QP's send side
+    producer_qp: dict[int, Any] = field(default_factory=dict)  # producer id -> its QP (acks complete on the RDMA CQ)
+    pending: int = 0  # produces received whose ack has not completed: the RDMA thread spins while any are
     ack_target: dict[int, Any] = field(default_factory=dict)  # producer id -> its ack MR (remote)
     qp_by_num: dict[int, Any] = field(default_factory=dict)
     slot_mr: Any = None
@@ -155,7 +162,8 @@ def control_plane(state: KdBroker, clients: int) -> Any:
         conns.append((yield TcpAccept(listener)))
     while True:
         conn, (kind, *args) = yield TcpRecv(conns)
-        yield Compute("request")
+        yield Compute("handoff")  # Kafka's socket server: network thread -> a parked request handler
+        yield Compute("request")  # a request on the socket path: parsing, dispatch, response
         if kind == "segment":
             log = state.logs[args[0]]
             answer = _info(state, log, log.active)
@@ -183,6 +191,7 @@ def control_plane(state: KdBroker, clients: int) -> Any:
         else:  # "position": the no-slot consumer's catch-up request
             log = state.logs[args[0]]
             answer = _slot_values(log, log.segment(args[1]))
+        yield Compute("handoff")  # the response back to the network thread (Selector.wakeup)
         yield TcpSend(conn, answer, CTL_BYTES)
 
 
@@ -256,7 +265,7 @@ def _update_slots(state: KdBroker, log: PartitionLog, seg: Segment) -> Any:
 def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any:
     """Set up a QP per producer, then turn receive completions into commit requests."""
     p = state.p
-    recv_cq = yield CreateCq(QP_DEPTH * max(1, len(producers)))
+    recv_cq = yield CreateCq(2 * QP_DEPTH * max(1, len(producers)))  # receives, and producers' ack completions
     state.slot_mr = yield RegMr(max(1, p.consumers) * SLOT_BYTES)
     if p.produce_mode == "shared":
         state.produce_slots = yield RegMr(8 * PRODUCE_SLOTS)
@@ -269,9 +278,13 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
     # other's peers never wait on each other.
     qps = []
     for pid, peer in producers:
-        send_cq = yield CreateCq(QP_DEPTH)  # each QP its own: SendQueue reaps it
-        qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
-        qps.append((pid, peer, qp, SendQueue(qp, send_cq, QP_DEPTH, f"{state.name}->{peer}")))
+        if pid is not None and pid >= 0:  # a producer: every ack is signaled and completes on this thread's CQ
+            qp = yield CreateQp(recv_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+            qps.append((pid, peer, qp, None))
+        else:
+            send_cq = yield CreateCq(QP_DEPTH)  # each QP its own: SendQueue reaps it
+            qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
+            qps.append((pid, peer, qp, SendQueue(qp, send_cq, QP_DEPTH, f"{state.name}->{peer}")))
         state.qp_by_num[qp.qp_num] = qp
         yield Publish(
             f"kd.{state.name}.{peer}", (qp.endpoint(), state.slot_mr.remote()) if pid is None else qp.endpoint()
@@ -281,19 +294,31 @@ def rdma_thread(state: KdBroker, producers: list[tuple[int | None, str]]) -> Any
         if pid is None:  # another broker: we lead for it, or it leads for us
             state.peer_sq[peer], state.peer_ack[peer] = sq, ack_target
             state.source[qp.qp_num] = peer
-        else:
-            state.producer_sq[pid], state.ack_target[pid] = sq, ack_target
+        elif sq is None:
+            state.producer_qp[pid], state.ack_target[pid] = qp, ack_target
             state.source[qp.qp_num] = "producer"
+        else:  # a consumer's QP: it only READs
+            state.producer_sq[pid], state.ack_target[pid] = sq, ack_target
+            state.source[qp.qp_num] = "consumer"
         yield ConnectQp(qp, ep)
         yield PostRecv(qp, [recv] * QP_DEPTH)
     yield Publish(f"kd.{state.name}.ready", True)
     while True:
-        for wc in (yield WaitCq(recv_cq, 64)):
+        # RDMAServer.poll: with no produce in the broker the thread arms the CQ and sleeps on its completion
+        # channel (a wake-up); from a produce's arrival until its ack's send completes it busy-polls.
+        mode = "busy" if state.pending else "event"
+        for wc in (yield WaitCq(recv_cq, 64, mode)):
             if not wc.ok:
-                raise DatapathError(f"broker {state.name}: receive failed: {wc}")
+                raise DatapathError(f"broker {state.name}: a completion failed: {wc}")
+            if wc.opcode < WcOpcode.RECV:  # a producer's ack was sent: that produce is answered
+                state.pending -= 1
+                continue
             yield PostRecv(state.qp_by_num[wc.qp_num], recv)
             imm = wc.imm_data  # a segment id, or a follower's ack
-            yield QueuePut(_handler_queue(state, imm_partition(imm)), (imm, state.source[wc.qp_num]))
+            source = state.source[wc.qp_num]
+            if source == "producer":
+                state.pending += 1
+            yield QueuePut(_handler_queue(state, imm_partition(imm)), (imm, source))
 
 
 def handler_thread(state: KdBroker, index: int) -> Any:
@@ -343,7 +368,8 @@ def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> An
         length = int.from_bytes(head[8:12], "big", signed=True)
         if length <= 0 or seg.position + 12 + length > seg.capacity:
             break
-        data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the CRC pass reads every byte
+        data = yield ReadMem(seg.mr, seg.position, 12 + length)  # the batch in place: a mapped segment, no copy
+        yield Compute("crc32c", len(data))  # analyzeAndValidateRecords: batch.ensureValid() (the CRC32C intrinsic)
         try:
             info = check_batch(data)
         except CorruptBatch:
@@ -352,6 +378,7 @@ def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> An
             break
         if info is None:
             break
+        yield Compute("append", info.records)  # Log.rdmaAppend: LogValidator per record, producer state, HW
         state.committed[seg_id] = state.committed.get(seg_id, 0) + 1
         yield WriteMem(seg.mr, seg.position, BASE_OFFSET.pack(log.leo))  # assign offsets in place
         entry = log.append(info.size, info.records, seg=seg)
@@ -371,10 +398,15 @@ def _commit(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> An
 
 
 def _ack_producer(state: KdBroker, pid: int, seg_id: int, ack: SendWR) -> Any:
-    """The broker's answer to a produce: a zero-length WRITE_WITH_IMM (immediate = segment id)."""
+    """The broker's answer to a produce: a zero-length WRITE_WITH_IMM (immediate = segment id).
+
+    Signaled: its completion, on the RDMA thread's CQ, tells that thread the produce is
+    answered (the artifact's ``pendingRequests``), which is also what frees the send queue.
+    """
     target = state.ack_target[pid]
     ack.remote_addr, ack.rkey, ack.imm_data = target.addr, target.rkey, seg_id
-    yield from state.producer_sq[pid].post(ack)
+    ack.signaled = True
+    yield PostSend(state.producer_qp[pid], ack)
 
 
 def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendWR) -> Any:
@@ -389,15 +421,17 @@ def _replica_append(state: KdBroker, log: PartitionLog, seg: Segment, ack: SendW
         length = int.from_bytes(head[8:12], "big", signed=True)
         if length <= 0 or seg.position + 12 + length > seg.capacity:
             break
-        data = yield ReadMem(seg.mr, seg.position, 12 + length)
+        data = yield ReadMem(seg.mr, seg.position, 12 + length)  # in place: a mapped segment, no copy
         if state.faults and (yield from inject_flip(state.faults, log, seg, data)):
             data = yield ReadMem(seg.mr, seg.position, 12 + length)  # fault injection: read the flipped bytes
+        yield Compute("crc32c", len(data))  # the follower's append checks the CRC too
         try:  # a later push may still be landing: its bytes are checked once its completion came
             info = check_batch(data)
         except CorruptBatch:
             break
         if info is None or info.base_offset != log.leo:  # not landed yet, or past a batch we could not append
             break
+        yield Compute("append", 0)  # rdmaAppend without assigning offsets: no LogValidator, the rest of the path
         log.append(info.size, info.records, seg=seg)
     leader = log.replicas[0]
     target = state.peer_ack[leader]
@@ -462,157 +496,23 @@ def push_thread(state: KdBroker, follower: str) -> Any:
         yield from state.peer_sq[follower].post(write)
 
 
-# --- producer ---------------------------------------------------------------------------
-
-
-def producer(p: KafkaParams, pid: int, partition: int, leader: str) -> Any:
-    """Write batches straight into the leader's segment; shared mode reserves first."""
-    me = f"producer{pid}"
-    ctl = yield TcpConnect(f"{leader}.ctl")
-    yield TcpSend(ctl, ("segment", partition), CTL_BYTES)
-    _, seg = yield TcpRecv(ctl)
-    factory = BatchFactory(p.records_per_batch, p.record_bytes)
-    size = factory.size
-    ring = max(1, p.max_in_flight)
-    buf = yield RegMr(ring * size + ATOMIC_BYTES)
-    ack_mr = yield RegMr(ATOMIC_BYTES)
-    send_cq = yield CreateCq(QP_DEPTH)
-    recv_cq = yield CreateCq(QP_DEPTH)
-    qp = yield CreateQp(send_cq, recv_cq, QpCap(QP_DEPTH, QP_DEPTH))
-    sq = SendQueue(qp, send_cq, QP_DEPTH, me)
-    yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), ack_mr.remote()))
-    yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
-    recv = RecvWR(0, [])
-    yield PostRecv(qp, [recv] * QP_DEPTH)
-    yield Lookup(f"kd.{leader}.ready")
-    shared = p.produce_mode == "shared"
-    faa = SendWR(1, Opcode.ATOMIC_FETCH_AND_ADD, [buf.sge(ring * size, ATOMIC_BYTES)], compare_add=size)
-    write = SendWR(2, Opcode.RDMA_WRITE_WITH_IMM, [buf.sge(0, size)], signaled=False)
-    n_batches = -(-p.records_total // factory.records)
-    in_flight: deque[float] = deque()
-    acks_ns: list[float] = []
-    t_first = yield Clock()
-    pos = seg.position
-    for b in range(n_batches):
-        while len(in_flight) >= p.max_in_flight:
-            yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
-        t = yield Clock()
-        yield Compute("crc32c", size)
-        slot = b % ring
-        yield WriteMem(buf, slot * size, factory.make(pid, b * factory.records, int(t)))  # build in place
-        while True:
-            if shared:
-                faa.remote_addr, faa.rkey = seg.slot_addr, seg.slot_rkey
-                yield from sq.post(faa, signaled=True)
-                yield from sq.wait_for(faa.wr_id)  # raises if the reservation failed
-                old = int.from_bytes((yield ReadMem(buf, ring * size, ATOMIC_BYTES)), "little")
-                pos = old & ((1 << 40) - 1)  # low 40 bits: the byte offset reserved
-            if pos + size <= seg.capacity:
-                break
-            yield TcpSend(ctl, ("new_segment", partition, seg.seg_id, pos), CTL_BYTES)  # segment full
-            _, seg = yield TcpRecv(ctl)
-            pos = seg.position
-        write.sg_list = (buf.sge(slot * size, size),)
-        write.remote_addr, write.rkey, write.imm_data = seg.addr + pos, seg.rkey, seg.seg_id
-        yield from sq.post(write)
-        pos += size
-        in_flight.append(t)
-    while in_flight:
-        yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
-    t_last = yield Clock()
-    yield Publish(f"produced{pid}", True)
-    return {"records": n_batches * factory.records, "bytes": n_batches * size, "t_first_ns": t_first,
-            "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
+# --- the producer's side of an ack (the client roles are in direct_clients) -------------------
 
 
 def _await_ack(recv_cq: Any, qp: Any, recv: RecvWR, in_flight: deque[float], acks_ns: list[float]) -> Any:
-    for wc in (yield WaitCq(recv_cq, 1)):
+    """The producer's Sender, spinning on its CQ while a produce is out, takes the broker's ack.
+
+    The immediate is the segment id (at least 2^31: an error). When the application
+    waits for its last outstanding send (``get()``), the future's latch wakes it.
+    """
+    for wc in (yield WaitCq(recv_cq, 1)):  # busy: the Sender spins while an RDMA produce is outstanding
         if not wc.ok or (wc.imm_data is not None and wc.imm_data >= 1 << 31):
             raise DatapathError(f"produce failed: {wc}")
         yield PostRecv(qp, recv)
-        now = yield Clock()
+        if len(in_flight) == 1:
+            yield Compute("handoff")  # CountDownLatch.countDown() wakes the application thread in get()
+        now = yield Clock()  # get() returns
         acks_ns.append(now - in_flight.popleft())
-
-
-# --- consumer ---------------------------------------------------------------------------
-
-
-def consumer(p: KafkaParams, cid: int, partition: int, leader: str, expected_records: int) -> Any:
-    """Poll the slot, READ what the high watermark allows, hand up whole batches."""
-    me = f"consumer{cid}"
-    ctl = yield TcpConnect(f"{leader}.ctl")
-    yield TcpSend(ctl, ("first_segment", partition, cid, -1), CTL_BYTES)
-    _, seg = yield TcpRecv(ctl)
-    yield TcpSend(ctl, ("slot", cid), CTL_BYTES)
-    _, (slot_addr, slot_rkey) = yield TcpRecv(ctl)
-    window = max(p.fetch_bytes, p.batch_size)  # a read always covers at least one whole batch
-    cache = yield RegMr(window + SLOT_BYTES)
-    cq = yield CreateCq(QP_DEPTH)
-    qp = yield CreateQp(cq, cq, QpCap(QP_DEPTH, 1))
-    yield Publish(f"kd.{me}.{leader}", (qp.endpoint(), cache.remote()))
-    yield ConnectQp(qp, (yield Lookup(f"kd.{leader}.{me}")))
-    yield Lookup(f"kd.{leader}.ready")
-    yield from wait_for_producers(p, partition)
-    t_first = yield Clock()
-    slot_read = SendWR(1, Opcode.RDMA_READ, [cache.sge(window, SLOT_BYTES)], remote_addr=slot_addr,
-                       rkey=slot_rkey)  # fmt: skip
-    data_read = SendWR(2, Opcode.RDMA_READ, [cache.sge(0, 0)])
-    read_pos, known_end, sealed, seg_end = 0, 0, False, 0
-    got, delivered, e2e_ns, fetch_ns = 0, [], [], []
-    first_poll = True
-    while got < expected_records:
-        if read_pos >= known_end:
-            if sealed and read_pos >= seg_end:  # sealed and read to its end: the next segment, over TCP
-                yield TcpSend(ctl, ("next_segment", partition, cid, seg.seg_id), CTL_BYTES)
-                _, nxt = yield TcpRecv(ctl)
-                if nxt is not None:
-                    seg, read_pos, known_end, sealed, seg_end = nxt, 0, 0, False, 0
-                continue
-            if not first_poll:
-                yield Sleep(p.slot_poll_us * 1e3)
-            first_poll = False
-            if p.slots:
-                yield PostSend(qp, slot_read)
-                _check((yield WaitCq(cq, 1)))
-                written, hw_pos, *_ = _SLOT.unpack((yield ReadMem(cache, window, SLOT_BYTES)))
-            else:
-                yield TcpSend(ctl, ("position", partition, seg.seg_id), CTL_BYTES)
-                _, (written, hw_pos, *_) = yield TcpRecv(ctl)
-            sealed, seg_end = written < 0, abs(written)
-            known_end = hw_pos  # never past the high watermark
-            continue
-        avail = known_end - read_pos
-        n = max(min(avail, p.fetch_bytes), min(avail, p.batch_size))
-        t0 = yield Clock()
-        data_read.sg_list = (cache.sge(0, n),)
-        data_read.remote_addr, data_read.rkey = seg.addr + read_pos, seg.rkey
-        yield PostSend(qp, data_read)
-        _check((yield WaitCq(cq, 1)))
-        now = yield Clock()
-        fetch_ns.append(now - t0)
-        data = yield ReadMem(cache, 0, n)
-        pos = 0
-        while (info := check_batch(data, pos)) is not None:
-            yield Compute("copy", info.size)  # the one copy to the application
-            delivered.append(delivery(info))
-            e2e_ns.append(now - info.timestamp)
-            got += info.records
-            pos += info.size
-        if pos == 0:
-            raise DatapathError(
-                f"{me}: a read of {n} B at {read_pos} of segment {seg.seg_id} (slot end {known_end}) held no whole"
-                f" batch: {bytes(data[:16]).hex()}"
-            )
-        read_pos += pos
-    t_last = yield Clock()
-    return {"records": got, "delivered": delivered, "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns,
-            "t_first_ns": t_first, "t_last_ns": t_last}  # fmt: skip
-
-
-def _check(wcs: list) -> None:
-    for wc in wcs:
-        if not wc.ok:
-            raise DatapathError(f"consumer: RDMA read failed: {wc}")
 
 
 # --- wiring -------------------------------------------------------------------------------
@@ -620,7 +520,8 @@ def _check(wcs: list) -> None:
 
 def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
     """The roles of one KafkaDirect run; ``faults`` (fault injection, for tests) flip bits in followers' copies."""
-    from kdlab.kafka.cluster import brokers, expected_records, replicas
+    from kdlab.kafka.cluster import brokers, consumer_host, end_to_end, expected_records, replicas
+    from kdlab.kafka.direct_clients import consumer, producer
 
     for f in faults:
         if f.partition >= p.partitions or f.follower not in replicas(p, f.partition)[1:]:
@@ -633,19 +534,21 @@ def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
     out: list[Role] = []
     producers: dict[str, list[tuple[int, str]]] = {b: [] for b in states}
     clients: dict[str, int] = dict.fromkeys(states, 0)
+    e2e = end_to_end(p)
     for i in range(p.producers):
         q = i % p.partitions
         leader = replicas(p, q)[0]
         producers[leader].append((i, f"producer{i}"))
         clients[leader] += 1
-        out.append(Role(f"producer{i}", f"p{i}", producer, {"p": p, "pid": i, "partition": q, "leader": leader}))
+        args = {"p": p, "pid": i, "partition": q, "leader": leader, **e2e}
+        out.append(Role(f"producer{i}", f"p{i}", producer, args))
     for j in range(p.consumers):
         q = j % p.partitions
         leader = replicas(p, q)[0]
         states[leader].slot_of.setdefault(q, []).append(j)
         clients[leader] += 1
-        args = {"p": p, "cid": j, "partition": q, "leader": leader, "expected_records": expected_records(p, q)}
-        out.append(Role(f"consumer{j}", f"c{j}", consumer, args))
+        args = {"p": p, "cid": j, "partition": q, "leader": leader, "expected_records": expected_records(p, q), **e2e}
+        out.append(Role(f"consumer{j}", consumer_host(p, j), consumer, args))
         producers[leader].append((-1 - j, f"consumer{j}"))  # a QP for the consumer's reads
     peers = {b: sorted({r for q in st.logs for r in replicas(p, q)} - {b}) for b, st in states.items()}
     for b, st in states.items():
@@ -661,3 +564,12 @@ def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
         for i in range(p.handler_threads):
             out.append(Role(f"{b}.handler{i}", b, handler_thread, {"state": st, "index": i}, daemon=True))
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """``direct.producer`` and ``direct.consumer``: the client roles live in :mod:`kdlab.kafka.direct_clients`."""
+    if name in ("producer", "consumer"):
+        from kdlab.kafka import direct_clients
+
+        return getattr(direct_clients, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
