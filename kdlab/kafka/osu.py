@@ -6,8 +6,11 @@ SENT; the broker's RDMA network thread copies it out of its receive buffer into 
 heap and queues it for Kafka's I/O threads, which handle it exactly as in Apache
 Kafka (:mod:`kdlab.kafka.apache`); the response is SENT back the same way. Copies
 and the JVM request path stay; only the kernel TCP stack leaves. Replication between
-brokers stays on TCP. Messages are serialised with :mod:`kdlab.codec` (typed, never
-pickled), so a receive buffer can hold only data, never code to run.
+brokers stays on TCP. The RDMA network thread and the clients busy-poll their CQs (also
+inferred), so neither a request's arrival nor a response's hand-back wakes a thread; a
+request still wakes a parked I/O thread through the request queue. Messages are
+serialised with :mod:`kdlab.codec` (typed, never pickled), so a receive buffer can hold
+only data, never code to run.
 """
 
 from __future__ import annotations
