@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdlab.engines import make_engine
 from kdlab.kafka.artifact_tools import (
@@ -46,6 +46,8 @@ class ArtifactParams(BaseModel):
     replication_factor: int = Field(default=1, ge=1, le=8)
     samples: int = Field(default=2000, ge=1, le=1_000_000,
                          description="timed samples after the warm-up; --num-records / --messages")  # fmt: skip
+    total_bytes: int | None = Field(default=None, ge=1,
+                                    description="performance tools: records = total_bytes // record_bytes")  # fmt: skip
     batch_bytes: int = Field(default=16384, ge=1, description="batch.size (performance tools)")
     max_in_flight: int = Field(default=5, ge=1, le=100, description="max.in.flight.requests.per.connection")
     fetch_bytes: int = Field(default=1024 * 1024, ge=64, description="ConsumerPerformance --fetch-size")
@@ -54,7 +56,12 @@ class ArtifactParams(BaseModel):
 
     @model_validator(mode="after")
     def _runs(self) -> ArtifactParams:
-        kafka_params(self)  # the Kafka run it sets up must be valid; its error names the field
+        try:
+            kafka_params(self)  # the Kafka run it sets up must be valid; its error names the field
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "params"
+            raise ValueError(f"the Kafka run {self.tool} sets up: {where}: {first['msg']}") from None
         return self
 
 
@@ -74,7 +81,8 @@ def kafka_params(a: ArtifactParams) -> KafkaParams:
     if a.tool == "end-to-end-latency":
         return KafkaParams(**base, **one_record, consumers=1, sequential_e2e=True,
                            fetch_bytes=a.record_bytes + END_TO_END_HEADER, fetch_max_wait_ms=0.0)  # fmt: skip
-    performance = {"batch_bytes": a.batch_bytes, "max_in_flight": a.max_in_flight, "records_per_producer": a.samples}
+    performance = {"batch_bytes": a.batch_bytes, "max_in_flight": a.max_in_flight, "records_per_producer": a.samples,
+                   "bytes_per_producer": a.total_bytes}  # fmt: skip
     if a.tool == "producer-performance":
         return KafkaParams(**base, **performance, consumers=0)
     return KafkaParams(**base, **performance, consumers=1, consume_after_produce=True, fetch_bytes=a.fetch_bytes,

@@ -21,6 +21,13 @@ from kdlab.kafka.params import KafkaParams
 from kdlab.spec import ExperimentSpec, Point, validate_points
 
 PERCENTILES = {"p50": 50, "p99": 99, "p999": 99.9}
+#: What this workload's metrics are (they are kdlab's, not an artifact tool's: see kdlab.workloads.artifact).
+DEFINITION = (
+    "kdlab kafka run, all samples, numpy linear percentiles: ack_latency = send() to get() on the producer's "
+    "application thread; e2e_latency = the batch's timestamp to its delivery by a concurrent consumer (tailing "
+    "unless consume_after_produce); fetch_latency = each fetch request (TCP/OSU) or data READ (KafkaDirect); "
+    "throughput = records over the first send to the last ack (or delivery)"
+)
 
 
 def _pcts(prefix: str, samples_ns: list[float]) -> dict[str, float]:
@@ -77,7 +84,7 @@ class KafkaWorkload:
         results = engine.run(build(p))
         producers = [v for k, v in results.items() if k.startswith("producer")]
         consumers = [v for k, v in results.items() if k.startswith("consumer")]
-        row: dict[str, Any] = p.model_dump()
+        row: dict[str, Any] = {**p.model_dump(), "definition": DEFINITION}
         span = (max(r["t_last_ns"] for r in producers) - min(r["t_first_ns"] for r in producers)) * 1e-9
         records = sum(r["records"] for r in producers)
         row.update(
