@@ -15,6 +15,6 @@ def test_a_generated_kdreal_profile_gives_every_wake_up_and_append_cost_of_its_o
         doc["host"]
     )
     host = parse_profile(_resolve_base(doc, "generated"), "generated").host
-    assert host.queue_wakeup_ns == costs["host.queue_wakeup_ns"] == costs["host.queue_wakeup_ns"]
+    assert host.queue_wakeup_ns == costs["host.queue_wakeup_ns"]
     assert host.notify_ns == costs["host.notify_ns"]
     assert (host.handoff_ns, host.append_ns, host.append_record_ns, host.request_ns) == (0, 0, 0, 0)
