@@ -12,7 +12,10 @@ watermark covers the batch (acks=all). A fetch answers with whole batches below 
 watermark (consumers) or the log end (followers) using ``sendfile`` (no copy), or
 waits in purgatory for ``fetch.min.bytes`` up to ``fetch.max.wait.ms``.
 A connection has one request in the broker at a time (Kafka mutes it until the
-response is queued), so a client's later in-flight requests wait their turn.
+response is queued), so a client's later in-flight requests wait their turn; the
+unmute happens at the answering thread's own time, not before (:func:`_done`).
+Appends to one partition hold the partition's log lock (:func:`_append_locked`), so
+they never overlap; the batch's CRC check is done before, outside the lock.
 Followers pull with one replica fetcher; the leader learns a follower's log end
 from its next fetch, and the high watermark follows.
 
@@ -36,7 +39,19 @@ from kdlab.kafka.batches import check_batch
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.records import CorruptBatch, assign_offsets
-from kdlab.ops import Clock, Compute, Notify, QueueGet, QueuePut, TcpAccept, TcpListen, TcpRecv, TcpSend, WaitNotify
+from kdlab.ops import (
+    Clock,
+    Compute,
+    Notify,
+    QueueGet,
+    QueuePut,
+    Sleep,
+    TcpAccept,
+    TcpListen,
+    TcpRecv,
+    TcpSend,
+    WaitNotify,
+)
 from kdlab.program import DatapathError
 
 #: Wire bytes of request and response headers (Kafka 2.x, one topic and partition:
@@ -95,6 +110,7 @@ class BrokerState:
     purgatory_dirty: bool = False
     net_of: dict[int, int] = field(default_factory=dict)  # conn id -> the network thread that serves it
     net_polling: set[int] = field(default_factory=set)  # network threads asleep in their poll (TcpRecv)
+    log_locks: set[int] = field(default_factory=set)  # partitions whose log lock token exists
 
 
 # --- broker -----------------------------------------------------------------------------
@@ -138,7 +154,9 @@ def io_thread(p: KafkaParams, state: BrokerState) -> Any:
 def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any:
     log = state.logs[req.partition]
     size = len(req.data)
-    yield Compute("crc32c", size)  # validate the batch (LogValidator): its CRC and framing
+    # validate the batch: its CRC and framing. Kafka 2.2 does this in Log.analyzeAndValidateRecords
+    # (batch.ensureValid()), before Log.append takes the partition's lock, so it is outside the lock here too.
+    yield Compute("crc32c", size)
     try:
         valid = check_batch(req.data) is not None
     except CorruptBatch:
@@ -146,9 +164,7 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any
     if not valid:
         yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
         return
-    yield Compute("append", req.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
-    yield Compute("copy", size)  # append to the page cache, with the offsets assigned
-    entry = log.append(size, req.records, assign_offsets(req.data, log.leo))
+    entry = yield from _append_locked(state, req)
     yield from _data_changed(state)
     ack = ProduceAck(req.partition, entry.base_offset)
     if req.acks == 0:
@@ -160,6 +176,37 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any
         yield from _respond(state, conn, ack, PRODUCE_RESPONSE_BYTES)
     else:
         state.delayed_produce.setdefault(req.partition, []).append((entry.last_offset, conn, ack))
+
+
+def _append_locked(state: BrokerState, req: Produce) -> Any:
+    """The leader's append under the partition's log lock -> the appended entry.
+
+    Kafka 2.2, Log.append (core/src/main/scala/kafka/log/Log.scala): ``lock synchronized { ... }``
+    covers offset assignment (``nextOffsetMetadata``), LogValidator.validateMessagesAndAssignOffsets,
+    ``segment.append`` (the copy into the page cache), producer state and the log end offset. So
+    appends to one partition are serial whichever I/O threads (and connections) they come from.
+
+    The lock is a token in a per-partition queue: taking it is a QueueGet (free when the token is
+    there at the thread's own time; contended, the thread parks and is woken at the holder's release,
+    a futex wake as for an inflated JVM monitor), releasing it is a QueuePut at the holder's own time,
+    after its charged append work. So no two appends to a partition overlap in simulated time.
+    """
+    lock = f"{state.name}.log{req.partition}.lock"
+    if req.partition not in state.log_locks:  # the token is made by the partition's first append
+        state.log_locks.add(req.partition)
+        yield QueuePut(lock, True)
+    # Take it at this thread's own time: a thread running ahead of the simulator clock (CPU debt)
+    # would otherwise take the token back, in the simulator's order of events, before the threads
+    # that waited for it since its release are woken, and keep the lock for one connection's
+    # burst while they starve. Caught up (a wait, no CPU), threads take it in the order of their time.
+    yield Sleep(0.0)
+    yield QueueGet(lock)
+    log = state.logs[req.partition]
+    yield Compute("append", req.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
+    yield Compute("copy", len(req.data))  # append to the page cache, with the offsets assigned
+    entry = log.append(len(req.data), req.records, assign_offsets(req.data, log.leo))
+    yield QueuePut(lock, True)  # released at this thread's time, when its append work is done
+    return entry
 
 
 def _fetch(p: KafkaParams, state: BrokerState, conn: Any, req: Fetch) -> Any:
@@ -211,8 +258,27 @@ def _respond(state: BrokerState, conn: Any, message: Any, nbytes: int, zero_copy
 
 
 def _done(state: BrokerState, conn: Any) -> Any:
-    """The connection's request is answered: let its next request in (unmute)."""
+    """The connection's request is answered: let its next request in (unmute).
+
+    Kafka 2.2 SocketServer.scala: the Processor mutes a connection when it has read a request
+    (``selector.mute`` in processCompletedReceives) and unmutes it only once the response is sent
+    (``selector.unmute`` in processCompletedSends, or processNewResponses for NoOpAction), so one
+    connection's requests are handled strictly one after another.
+
+    The unmute must happen at this thread's own time (the simulator clock plus its CPU debt: the
+    response was sent after all the work charged for the request), not at the simulator clock. A
+    parked request is queued by QueuePut, which is time-stamped with this thread's time. But with
+    none parked yet, dropping the mute is a plain change of shared state that a network thread
+    would see at once: one whose own time is still before our response would read the
+    connection's next request and queue it to another I/O thread while this one is still
+    handling the current request, so one connection's requests overlapped. So the thread first
+    catches up with its own time (``Sleep(0)``: a wait, no CPU), then looks again for a request
+    parked meanwhile.
+    """
     waiting = state.parked.get(conn.conn_id)
+    if not waiting:
+        yield Sleep(0.0)
+        waiting = state.parked.get(conn.conn_id)
     if waiting:
         yield QueuePut(f"{state.name}.requests", waiting.popleft())
     else:
