@@ -52,3 +52,18 @@ def test_producer_latency_times_every_sample_after_the_warm_up(system: str) -> N
     assert row["latency_samples"] == 50 and row["delivery_ok"] is True
     assert row["latency_p50_us"] <= row["latency_p99_us"] <= row["latency_p999_us"]
     assert "ProducerLatency.scala" in row["artifact_file"] and "2000 untimed warm-up" in row["definition"]
+
+
+def test_consumer_latency_over_rdma_does_not_see_the_slot_polling_interval() -> None:
+    rows = [_run(tool="consumer-latency", system="kafkadirect", record_bytes=64, samples=20, slot_poll_us=us)
+            for us in (2.0, 200.0)]  # fmt: skip
+    assert rows[0]["data_latency_samples"] == 20 and rows[0]["empty_latency_samples"] == 0
+    assert rows[0]["data_latency_p50_us"] == rows[1]["data_latency_p50_us"]
+    assert all(r["delivery_ok"] for r in rows)
+
+
+def test_end_to_end_latency_is_the_ack_plus_the_catch_up_after_it() -> None:
+    row = _run(tool="end-to-end-latency", system="kafka", record_bytes=64, samples=20)
+    ack = _run(tool="producer-latency", system="kafka", record_bytes=64, samples=20)
+    assert row["latency_samples"] == 20 and row["delivery_ok"] is True
+    assert row["latency_p50_us"] > ack["latency_p50_us"]  # a fetch round trip follows the ack
