@@ -185,7 +185,8 @@ def profiles(name: str | None) -> None:
 @click.option("-n", "--iters", type=click.IntRange(min=5), default=1000, show_default=True, help="iterations per QP")
 @click.option("-q", "--qp", "qps", type=click.IntRange(min=1), default=1, show_default=True, help="queue pairs")
 @click.option("-t", "--tx-depth", type=int, default=None, help="outstanding WRs per QP (default 128 bw, 1 lat)")
-@click.option("-Q", "--cq-mod", type=int, default=100, show_default=True, help="one CQE per this many WRs")
+@click.option("-Q", "--cq-mod", type=click.IntRange(min=1), default=None,
+              help="one CQE per this many WRs (default as perftest: 100, or 1 above 8 KiB)")  # fmt: skip
 @click.option("-l", "--post-list", type=int, default=1, show_default=True, help="WRs per doorbell")
 @click.option("-I", "--inline-size", type=int, default=None, help="max inline bytes (default: device max for lat)")
 @click.option("--profile", default="cx4-edr-100g", show_default=True, help="hardware profile (sim)")
@@ -197,7 +198,7 @@ def perftest(
     iters: int,
     qps: int,
     tx_depth: int | None,
-    cq_mod: int,
+    cq_mod: int | None,
     post_list: int,
     inline_size: int | None,
     profile: str,

@@ -194,3 +194,11 @@ def test_above_perftests_iteration_limit_there_is_no_peak() -> None:
     assert out["block_posted_ns"] == out["block_completed_ns"] == []
     s = stats(out)
     assert s["bw_peak_mib_s"] == 0.0 and s["msg_rate_mpps"] > 0
+
+
+def test_cq_mod_defaults_as_perftest_does_without_dash_q() -> None:
+    from kdlab.workloads.perftest import PerftestParams, cq_mod_for
+
+    assert cq_mod_for(PerftestParams(test="write_bw", size=8192)) == 100
+    assert cq_mod_for(PerftestParams(test="write_bw", size=8193)) == 1  # MSG_SIZE_CQ_MOD_LIMIT
+    assert cq_mod_for(PerftestParams(test="write_bw", size=65536, cq_mod=100)) == 100  # -Q given

@@ -26,7 +26,8 @@ class PerftestParams(BaseModel):
     qps: int = Field(default=1, ge=1, le=16384)
     tx_depth: int = Field(default=128, ge=1, le=16384)
     rx_depth: int = Field(default=512, ge=1, le=16384)
-    cq_mod: int = Field(default=100, ge=1, le=1024)
+    cq_mod: int | None = Field(default=None, ge=1, le=1024,
+                               description="one CQE per this many WRs (-Q); unset: as perftest")  # fmt: skip
     post_list: int = Field(default=1, ge=1, le=1024)
     inline_size: int | None = Field(default=None, ge=0, le=1024)
     atomic: Literal["fetch_add", "cmp_swap"] = "fetch_add"
@@ -34,6 +35,17 @@ class PerftestParams(BaseModel):
     total_iterations: int | None = Field(
         default=None, ge=5, description="if set, iterations per QP = total_iterations // qps (for QP sweeps)"
     )
+
+
+#: Above this size perftest signals every WR unless -Q is given (``MSG_SIZE_CQ_MOD_LIMIT``, perftest_parameters.c).
+MSG_SIZE_CQ_MOD_LIMIT = 8192
+
+
+def cq_mod_for(p: PerftestParams) -> int:
+    """perftest's ``cq_mod``: ``-Q`` if given; else 100, or 1 for messages above 8 KiB (as ``ib_*_bw`` does)."""
+    if p.cq_mod is not None:
+        return p.cq_mod
+    return 1 if p.size > MSG_SIZE_CQ_MOD_LIMIT else 100
 
 
 class PerftestWorkload:
@@ -46,9 +58,10 @@ class PerftestWorkload:
         p = PerftestParams.model_validate(point.params_dict)
         if p.total_iterations is not None:
             p = p.model_copy(update={"iterations": max(5, p.total_iterations // p.qps)})
-        cfg = PerftestConfig(**p.model_dump(exclude={"total_iterations"}))
+        fields = {**p.model_dump(exclude={"total_iterations"}), "cq_mod": cq_mod_for(p)}
+        cfg = PerftestConfig(**fields)
         if cfg.is_latency and "tx_depth" not in point.params_dict:
-            cfg = PerftestConfig(**{**p.model_dump(exclude={"total_iterations"}), "tx_depth": 1})
+            cfg = PerftestConfig(**{**fields, "tx_depth": 1})
         engine = make_engine(
             point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides), switch=point.switch
         )
