@@ -42,6 +42,8 @@ from kdreal.wrs import WrCache, to_work_completion
 INLINE_PROBE = (1024, 512, 400, 256, 220, 188, 128, 64, 32, 16, 0)
 #: How many spin iterations pass between two looks at the clock.
 _SPIN_CHECK = 256
+#: An event-mode wait whose channel descriptor is unknown polls with sleeps this long.
+_NO_FD_SLEEP_S = 0.0005
 _QP_ACCESS = int(Access.all())
 _IBV_QPT_RC = 2
 
@@ -230,11 +232,14 @@ class Verbs:
 
         if depth < 1:
             raise ValueError(f"CreateCq.depth must be >= 1, got {depth}")
+        # Open the device first: opening it creates the context's async event descriptor,
+        # also an ``[infinibandevent]``, which must not hide the channel's among the new ones.
+        ctx = self.ctx
         try:
             before = _event_fds()
-            channel = CompChannel(self.ctx)
+            channel = CompChannel(ctx)
             new = _event_fds() - before
-            cq = CQ(self.ctx, depth, None, channel, 0)
+            cq = CQ(ctx, depth, None, channel, 0)
         except Exception as err:
             raise VerbsError(f"CreateCq({depth}) failed: {err}") from err
         handle = CompletionQueue(next(self._ids), depth, self.host)
@@ -318,8 +323,12 @@ class Verbs:
 
         Event mode arms the CQ, re-polls (a completion may have landed before it was
         armed), then waits for the channel's file descriptor with ``select`` so that
-        the timeout holds, and reads and acknowledges the event. Should the
-        descriptor not have been found, ``get_cq_event`` blocks without a timeout.
+        the timeout holds and the GIL is given up, and only then reads and
+        acknowledges the event. ``get_cq_event`` is never called before the
+        descriptor is readable: pyverbs calls it holding the GIL, so a blocking call
+        would stop every other thread of the host's process (a broker's handler
+        threads, whose work the sleeping thread waits for). Should the descriptor not
+        have been found, the wait polls with short sleeps instead.
         ``timeout_s`` overrides the role's time limit (None: wait as long as the run).
         """
         entry = self._cq(cq)
@@ -346,14 +355,18 @@ class Verbs:
         if mode != "event":
             raise ValueError(f"WaitCq.mode must be 'busy' or 'event', got {mode!r}")
         while True:
-            pcq.req_notify()
+            if entry.fd is not None:
+                pcq.req_notify()
             n, wcs = pcq.poll(max_entries)  # a completion may have landed before the CQ was armed
             if n:
                 return [to_work_completion(wc) for wc in wcs]
             left = None if limit is None else deadline - time.monotonic()
-            if entry.fd is not None and (
-                (left is not None and left <= 0) or not select.select([entry.fd], [], [], left)[0]
-            ):
+            if left is not None and left <= 0:
+                raise TimeoutError(f"WaitCq(event): no completion event on CQ {cq.cq_id} within {limit} s")
+            if entry.fd is None:  # no descriptor to select on: sleep a little (GIL free), poll again
+                time.sleep(_NO_FD_SLEEP_S if left is None else min(_NO_FD_SLEEP_S, left))
+                continue
+            if not select.select([entry.fd], [], [], left)[0]:
                 raise TimeoutError(f"WaitCq(event): no completion event on CQ {cq.cq_id} within {limit} s")
             entry.channel.get_cq_event(pcq)
             pcq.ack_events(1)
