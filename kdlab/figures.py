@@ -567,10 +567,11 @@ def _legend(fig: Figure, axes: list[Axes], title: str, notes: _Notes) -> None:
     header = lines_of_text * FONT_PT * 1.3 / 72 + math.ceil(len(series) / ncols) * SMALL_PT * 1.7 / 72 + 0.1
     footer = 0.0
     if refs or notes.title():
+        note = "\n".join(_wrap(fig, line, SMALL_PT, width - 0.2) for line in (notes.title() or "").splitlines())
         bottom = fig.legend(list(refs.values()), list(refs), loc="outside lower center", ncols=1, fontsize=SMALL_PT,
-                            title=notes.title(), title_fontsize=SMALL_PT, frameon=False, borderpad=0.2)  # fmt: skip
+                            title=note or None, title_fontsize=SMALL_PT, frameon=False, borderpad=0.2)  # fmt: skip
         bottom.get_title().set_multialignment("center")
-        text_lines = (notes.title() or "").count("\n") + 1 + sum(k.count("\n") + 1 for k in refs)
+        text_lines = note.count("\n") + 1 + sum(k.count("\n") + 1 for k in refs)
         footer = text_lines * SMALL_PT * 1.5 / 72 + 0.1
     fig.set_figheight(PANEL_IN + X_AXIS_IN + header + footer)
 
