@@ -125,7 +125,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "runs = {n: run_experiment(s, results_dir=RESULTS_DIR, progress=False) for n, s in specs.items()} "
             "if RUN_MISSING else {}\n\n"
             "def show(name):\n"
-            "    \"\"\"The experiment's figure as the paper would print it.\"\"\"\n"
+            '    """The experiment\'s figure as the paper would print it."""\n'
             "    for path in render(runs[name], specs[name], Path(RESULTS_DIR) / 'figures'):\n"
             "        if path.suffix == '.png':\n"
             "            display(Image(filename=str(path)))",

@@ -72,8 +72,8 @@ def _parse(where: str, args: list[str]) -> None:
     ctx = main.make_context("kdlab", list(args))
     rest = [*ctx._protected_args, *ctx.args] if hasattr(ctx, "_protected_args") else [*ctx.protected_args, *ctx.args]
     while rest:
-        name, command, rest = main.resolve_command(ctx, rest) if ctx.command is main else ctx.command.resolve_command(
-            ctx, rest
+        name, command, rest = (
+            main.resolve_command(ctx, rest) if ctx.command is main else ctx.command.resolve_command(ctx, rest)
         )
         assert command is not None, f"{where}: no subcommand {name!r}"
         if command.name == "testbed":
