@@ -35,7 +35,7 @@ from typing import Any
 from kdlab.kafka.apache import FETCH_REQUEST_BYTES, PRODUCE_REQUEST_OVERHEAD, Fetch, Produce
 from kdlab.kafka.batches import BatchFactory, BatchInfo, check_batch
 from kdlab.kafka.params import KafkaParams
-from kdlab.ops import Clock, Compute, Lookup, Notify, Publish, Sleep, TcpConnect, TcpRecv, TcpSend, WaitNotify
+from kdlab.ops import Clock, Compute, Lookup, Notify, Publish, TcpConnect, TcpRecv, TcpSend, WaitNotify
 from kdlab.program import DatapathError
 
 
@@ -106,8 +106,8 @@ def producer(
             yield from _await_ack(conn, in_flight, acks_ns)
         if e2e is not None and seq:
             yield from e2e.wait_delivered(seq - 1)  # EndToEndLatency: the next send after poll() returned
-        if p.linger_ms:
-            yield Sleep(p.linger_ms * 1e6)
+        # linger.ms never delays this producer: Kafka sends a batch when it is full or its linger expires, and a
+        # closed-loop producer fills each batch at once (the last is flushed by close(), which does not linger).
         t = yield Clock()  # ProducerLatency's begin: before send()
         yield Compute("copy", factory.size)  # records into the accumulator's batch (application thread)
         if not in_flight:

@@ -199,3 +199,17 @@ def test_sequential_end_to_end_puts_the_consumer_on_the_producers_host() -> None
 def test_sequential_end_to_end_needs_the_tools_shape(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         KafkaParams(system="kafka", sequential_e2e=True, **params)
+
+
+def test_linger_never_delays_a_closed_loop_producer() -> None:
+    """Kafka sends a batch when it is full or its linger expires; a closed-loop producer fills every batch at once."""
+    from kdlab.engines import make_engine
+    from kdlab.kafka.cluster import build
+    from kdlab.kafka.params import KafkaParams
+
+    runs = []
+    for linger in (0.0, 100.0):
+        p = KafkaParams(system="kafka", record_bytes=1024, records_per_producer=400, linger_ms=linger)
+        out = make_engine("sim", "cx4-edr-100g").run(build(p))["producer0"]
+        runs.append((out["t_last_ns"] - out["t_first_ns"], out["ack_latency_ns"]))
+    assert runs[0] == runs[1]
