@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kdlab.spec import Point
@@ -57,13 +57,16 @@ def code_fingerprint() -> str:
     return fingerprint_of(_ROOT)
 
 
-def resolved_profile(point: Point) -> dict[str, float]:
-    """Every profile value the point runs with (sim), after ``base:`` and overrides; {} on real hardware."""
-    if point.engine != "sim":
-        return {}
+def profile_values(profile: str, overrides: dict[str, float]) -> dict[str, float]:
+    """Every value of simulator profile ``profile`` (a name or a file) after ``base:`` and ``overrides``."""
     from kdsim.profile import load_profile
 
-    return load_profile(point.profile).with_overrides(dict(point.profile_overrides)).as_dict()
+    return load_profile(profile).with_overrides(overrides).as_dict()
+
+
+def resolved_profile(point: Point) -> dict[str, float]:
+    """Every profile value the point runs with (sim), after ``base:`` and overrides; {} on real hardware."""
+    return profile_values(point.profile, dict(point.profile_overrides)) if point.engine == "sim" else {}
 
 
 def profile_hash(values: dict[str, float]) -> str:
@@ -71,11 +74,6 @@ def profile_hash(values: dict[str, float]) -> str:
     if not values:
         return ""
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def resolved_config(point: Point) -> dict[str, Any]:
-    """The point's config with the profile's resolved values: everything its result depends on."""
-    return {**point.config(), "profile_values": resolved_profile(point)}
 
 
 def point_key(point: Point, fingerprint: str, profile_values: dict[str, float] | None = None) -> str:
@@ -92,7 +90,7 @@ __all__ = [
     "fingerprint_of",
     "point_key",
     "profile_hash",
-    "resolved_config",
+    "profile_values",
     "resolved_profile",
     "source_files",
 ]

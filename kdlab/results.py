@@ -87,35 +87,53 @@ def remove_stale_temps(folder: Path) -> int:
     return gone
 
 
-def part_problem(path: Path) -> str | None:
-    """Why ``path`` is not a good result part of its folder's experiment, or None."""
-    if not (path.name.startswith("part-") and path.suffix == ".parquet"):
-        return "not a result part (parts are named part-*.parquet)"
-    try:
-        import pyarrow.parquet as pq
+def _columns_problem(names: list[str]) -> str | None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    return f"foreign Parquet file: no column(s) {', '.join(missing)}" if missing else None
 
-        names = pq.read_schema(path).names
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
-        if missing:
-            return f"foreign Parquet file: no column(s) {', '.join(missing)}"
-        experiments = pd.read_parquet(path, columns=["experiment"])["experiment"].unique()
-    except Exception as err:  # truncated, empty or not Parquet at all
-        return f"not readable as Parquet ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+
+def _experiment_problem(path: Path, experiments: Any) -> str | None:
     if any(e != path.parent.name for e in experiments):
         return f"foreign part: its rows belong to experiment(s) {', '.join(map(str, experiments))}"
     return None
 
 
+def _unreadable(err: Exception) -> str:
+    return f"not readable as Parquet ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+
+
+def part_problem(path: Path) -> str | None:
+    """Why ``path`` is not a good result part of its folder's experiment, or None (reads two columns at most)."""
+    if not (path.name.startswith("part-") and path.suffix == ".parquet"):
+        return "not a result part (parts are named part-*.parquet)"
+    try:
+        import pyarrow.parquet as pq
+
+        problem = _columns_problem(pq.read_schema(path).names)
+        if problem:
+            return problem
+        experiments = pd.read_parquet(path, columns=["experiment"])["experiment"].unique()
+    except Exception as err:  # truncated, empty or not Parquet at all
+        return _unreadable(err)
+    return _experiment_problem(path, experiments)
+
+
 def _read_part(path: Path) -> pd.DataFrame:
-    problem = part_problem(path)
+    """A part's rows, read once; a part :func:`part_problem` would name raises :class:`ResultsError`."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # truncated, empty or not Parquet at all
+        problem: str | None = _unreadable(err)
+    else:
+        problem = _columns_problem(list(frame.columns)) or _experiment_problem(path, frame["experiment"].unique())
     if problem:
         raise ResultsError(f"{path}: {problem}; `kdlab results check --repair` moves it aside")
-    return pd.read_parquet(path)
+    return frame
 
 
 def _current_rows(frame: pd.DataFrame, fingerprint: str | None) -> pd.Series:
     """Rows computed by the current code with the profile values the point resolves to now."""
-    from kdlab.provenance import code_fingerprint, profile_hash
+    from kdlab.provenance import code_fingerprint
 
     if "code_fingerprint" not in frame:
         return pd.Series(False, index=frame.index)
@@ -123,9 +141,8 @@ def _current_rows(frame: pd.DataFrame, fingerprint: str | None) -> pd.Series:
     if not {"engine", "profile", "profile_overrides", "profile_fingerprint"} <= set(frame.columns):
         return current
     sim = frame["engine"] == "sim"
-    now: dict[tuple[str, str], str | None] = {}
-    for profile, overrides in frame.loc[sim & current, ["profile", "profile_overrides"]].drop_duplicates().values:
-        now[(profile, overrides)] = _profile_hash_now(profile, overrides, profile_hash)
+    now = {(p, o): _profile_hash_now(p, o)
+           for p, o in frame.loc[sim & current, ["profile", "profile_overrides"]].drop_duplicates().values}  # fmt: skip
     values_now = [
         now.get((p, o)) == f if s else True
         for p, o, f, s in zip(frame["profile"], frame["profile_overrides"], frame["profile_fingerprint"], sim,
@@ -134,14 +151,15 @@ def _current_rows(frame: pd.DataFrame, fingerprint: str | None) -> pd.Series:
     return current & pd.Series(values_now, index=frame.index)
 
 
-def _profile_hash_now(profile: str, overrides: str, profile_hash: Any) -> str | None:
+def _profile_hash_now(profile: str, overrides: str) -> str | None:
     """The hash of a profile's values as its files say now; None if it can no longer be loaded."""
     import json
 
-    from kdsim.profile import ProfileError, load_profile
+    from kdlab.provenance import profile_hash, profile_values
+    from kdsim.profile import ProfileError
 
     try:
-        return profile_hash(load_profile(profile).with_overrides(json.loads(overrides)).as_dict())
+        return profile_hash(profile_values(profile, json.loads(overrides)))
     except (ProfileError, OSError, ValueError):
         return None
 
@@ -153,10 +171,6 @@ class ResultSet:
     frame: pd.DataFrame
     other_versions: int = 0
     superseded: int = 0
-
-    @property
-    def left_out(self) -> int:
-        return self.other_versions + self.superseded
 
 
 def experiment_folders(results_dir: str | Path) -> list[Path]:
@@ -187,11 +201,10 @@ def load_results(
         current = _current_rows(frame, fingerprint)
         other = int((~current).sum())
         frame = frame[current]
-    identity = "config_json"
     run = frame["run_id"] if "run_id" in frame else pd.Series(index=frame.index, dtype=object)
     frame = frame.assign(_run=run.fillna(frame["created_utc"]).astype(str))
     frame = frame.sort_values(["created_utc", "_run"], kind="stable")
-    newest = frame.groupby(identity, sort=False)["_run"].transform("last")
+    newest = frame.groupby("config_json", sort=False)["_run"].transform("last")
     keep = frame["_run"] == newest
     out = frame[keep].drop(columns="_run").reset_index(drop=True)
     return ResultSet(out, other_versions=other, superseded=int((~keep).sum()))

@@ -251,8 +251,8 @@ def _estimate(results_dir: str | Path | None, experiment: str, n: int, workers: 
     if "wall_s" not in old or not len(old):
         return "no earlier run of this experiment to estimate its time from"
     per_point = float(old.drop_duplicates("config_json")["wall_s"].median())
-    hours = per_point * n / (workers or default_workers()) / 3600
     n_workers = workers or default_workers()
+    hours = per_point * n / n_workers / 3600
     return f"about {hours:.3g} h at {per_point:.3g} s a point (earlier runs) on {n_workers} worker(s)"
 
 

@@ -58,10 +58,3 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def code_version() -> str:
-    """The code fingerprint (kept under its old name for callers)."""
-    from kdlab.provenance import code_fingerprint
-
-    return code_fingerprint()
