@@ -25,6 +25,13 @@ def _specs(paths: tuple[str, ...], engine: str | None = None) -> list:
     return [load_spec(p, engine=engine) for p in paths]
 
 
+def _spec_files(experiments_dir: str) -> tuple[str, ...]:
+    """The spec files of an experiments folder (an error naming the option if it is missing)."""
+    if not Path(experiments_dir).is_dir():
+        raise click.ClickException(f"--experiments-dir: no folder {experiments_dir!r}; give the experiments folder")
+    return tuple(sorted(str(p) for p in Path(experiments_dir).glob("*.yaml")))
+
+
 @click.group(cls=ErrorsInOneLine, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kdlab")
 @click.option("--debug", is_flag=True, help="on an error, show the traceback instead of one line")
@@ -107,10 +114,7 @@ def reproduce(workers: int | None, results_dir: str, figures_dir: str, experimen
     from kdlab.figures import render
     from kdlab.runner import run_experiment
 
-    if not Path(experiments_dir).is_dir():
-        raise click.ClickException(f"--experiments-dir: no folder {experiments_dir!r}; give the experiments folder")
-    paths = sorted(str(p) for p in Path(experiments_dir).glob("*.yaml"))
-    specs = [s for s in _specs(tuple(paths), "sim") if s.main]
+    specs = [s for s in _specs(_spec_files(experiments_dir), "sim") if s.main]
     if not specs:
         raise click.ClickException(f"--experiments-dir: {experiments_dir!r} has no spec with main: true; nothing to do")
     checks = []
@@ -252,10 +256,7 @@ def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versio
     from kdlab.figures import render
     from kdlab.results import load_results
 
-    if not Path(experiments_dir).is_dir():
-        raise click.ClickException(f"--experiments-dir: no folder {experiments_dir!r}; give the experiments folder")
-    for path in sorted(Path(experiments_dir).glob("*.yaml")):
-        spec = _specs((str(path),))[0]
+    for spec in _specs(_spec_files(experiments_dir)):
         if not spec.figure or not (Path(results_dir) / spec.name).is_dir():
             continue
         got = load_results(results_dir, spec.name, all_versions=all_versions)

@@ -40,7 +40,7 @@ class ErrorsInOneLine(click.Group):
             result = super().main(argv, prog_name or "kdlab", complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
-        except click.Abort:
+        except click.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
             click.echo("kdlab: interrupted (the points that finished were written)", err=True)
             sys.exit(1)
         except click.UsageError as err:
@@ -50,9 +50,6 @@ class ErrorsInOneLine(click.Group):
         except click.ClickException as err:
             click.echo(f"kdlab: error: {one_line(err.format_message())}", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("kdlab: interrupted (finished points were written)", err=True)
-            sys.exit(130)
         except Exception as err:
             if debug:
                 raise

@@ -173,13 +173,17 @@ class ResultSet:
     superseded: int = 0
 
 
-def experiment_folders(results_dir: str | Path) -> list[Path]:
-    """Folders of ``results_dir`` that hold result parts."""
+def result_folders(results_dir: str | Path) -> list[Path]:
+    """The experiment folders of ``results_dir`` (not ``_quarantine`` and the like); an error if it is missing."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ResultsError(f"no results folder {str(root)!r} here; run from the project root or pass --results-dir")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and
-                  any(p.glob("part-*.parquet")))  # fmt: skip
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def experiment_folders(results_dir: str | Path) -> list[Path]:
+    """Folders of ``results_dir`` that hold result parts."""
+    return [p for p in result_folders(results_dir) if any(p.glob("part-*.parquet"))]
 
 
 def load_results(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdlab.results import QUARANTINE, ResultsError, part_problem, stale_temps
+from kdlab.results import QUARANTINE, part_problem, result_folders, stale_temps
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,10 @@ class Finding:
         return f"{self.path}: {self.problem}" + (f" -> {self.action}" if self.action else "")
 
 
-def _folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise ResultsError(f"no results folder {str(root)!r} here; run from the project root or pass --results-dir")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
-
-
 def check_results(results_dir: str | Path = "results", *, repair: bool = False) -> list[Finding]:
     """Every bad or foreign part and leftover temp file; with ``repair``, each is moved aside or removed."""
     findings: list[Finding] = []
-    for folder in _folders(Path(results_dir)):
+    for folder in result_folders(results_dir):
         for path in sorted(folder.glob("*.parquet")):
             problem = part_problem(path)
             if problem is None:
