@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdlab.program import Engine
+
+if TYPE_CHECKING:
+    from kdlab.spec import Point
 
 
 class EngineUnavailable(RuntimeError):
@@ -27,6 +30,12 @@ def make_engine(
         engine: Any = RealEngine()
         return engine
     raise ValueError(f"engine must be one of 'sim', 'real'; got {name!r}")
+
+
+def point_engine(point: Point) -> Engine:
+    """The engine a sweep point runs on: its engine, profile, overrides, seed and switch."""
+    return make_engine(point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides),
+                       switch=point.switch)  # fmt: skip
 
 
 def require_engine(name: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdlab.engines import make_engine
+from kdlab.engines import point_engine
 from kdlab.kafka.artifact_tools import (
     CONSUMER_LATENCY_HEADER,
     END_TO_END_HEADER,
@@ -25,6 +25,7 @@ from kdlab.kafka.artifact_tools import (
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
 from kdlab.spec import ExperimentSpec, Point, validate_points
+from kdlab.workloads.kafka import delivery_ok
 
 ToolName = Literal["producer-latency", "consumer-latency", "end-to-end-latency", "producer-performance",
                    "consumer-performance"]  # fmt: skip
@@ -122,12 +123,9 @@ class ArtifactWorkload:
         validate_points(spec, origin, ArtifactParams, "artifact")
 
     def run_point(self, point: Point) -> list[dict[str, Any]]:
-        from kdlab.workloads.kafka import delivery_ok
-
         a = ArtifactParams.model_validate(point.params_dict)
         kp = kafka_params(a)
-        engine = make_engine(point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides),
-                             switch=point.switch)  # fmt: skip
+        engine = point_engine(point)
         results = engine.run(build(kp))
         tool = TOOLS[a.tool]
         row: dict[str, Any] = {**a.model_dump(), "artifact_file": tool.artifact, "definition": tool.definition}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kdlab.engines import make_engine
+from kdlab.engines import point_engine
 from kdlab.kafka.batches import BatchFactory
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
@@ -79,8 +79,7 @@ class KafkaWorkload:
 
     def run_point(self, point: Point) -> list[dict[str, Any]]:
         p = KafkaParams.model_validate(point.params_dict)
-        engine = make_engine(point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides),
-                             switch=point.switch)  # fmt: skip
+        engine = point_engine(point)
         results = engine.run(build(p))
         producers = [v for k, v in results.items() if k.startswith("producer")]
         consumers = [v for k, v in results.items() if k.startswith("consumer")]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdlab.datapaths.perftest import HALF_RTT_TESTS, PerftestConfig, merge_bandwidth, roles
-from kdlab.engines import make_engine
+from kdlab.engines import point_engine
 from kdlab.perftest_report import bandwidth_stats, latency_stats
 from kdlab.spec import ExperimentSpec, Point, validate_points
 
@@ -62,9 +62,7 @@ class PerftestWorkload:
         cfg = PerftestConfig(**fields)
         if cfg.is_latency and "tx_depth" not in point.params_dict:
             cfg = PerftestConfig(**{**fields, "tx_depth": 1})
-        engine = make_engine(
-            point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides), switch=point.switch
-        )
+        engine = point_engine(point)
         results = engine.run(roles(cfg))
         out = merge_bandwidth([v for k, v in sorted(results.items()) if k.startswith("client")])
         if cfg.is_latency:
