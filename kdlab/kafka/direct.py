@@ -56,7 +56,6 @@ from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.records import CorruptBatch
 from kdlab.ops import (
-    Clock,
     Compute,
     ConnectQp,
     CreateCq,
@@ -494,25 +493,6 @@ def push_thread(state: KdBroker, follower: str) -> Any:
         write.remote_addr, write.rkey, write.imm_data = addr + pos, rkey, seg_id
         state.pushed[follower, q].append(end)
         yield from state.peer_sq[follower].post(write)
-
-
-# --- the producer's side of an ack (the client roles are in direct_clients) -------------------
-
-
-def _await_ack(recv_cq: Any, qp: Any, recv: RecvWR, in_flight: deque[float], acks_ns: list[float]) -> Any:
-    """The producer's Sender, spinning on its CQ while a produce is out, takes the broker's ack.
-
-    The immediate is the segment id (at least 2^31: an error). When the application
-    waits for its last outstanding send (``get()``), the future's latch wakes it.
-    """
-    for wc in (yield WaitCq(recv_cq, 1)):  # busy: the Sender spins while an RDMA produce is outstanding
-        if not wc.ok or (wc.imm_data is not None and wc.imm_data >= 1 << 31):
-            raise DatapathError(f"produce failed: {wc}")
-        yield PostRecv(qp, recv)
-        if len(in_flight) == 1:
-            yield Compute("handoff")  # CountDownLatch.countDown() wakes the application thread in get()
-        now = yield Clock()  # get() returns
-        acks_ns.append(now - in_flight.popleft())
 
 
 # --- wiring -------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from kdlab.kafka import direct
 from kdlab.kafka.batches import BatchFactory, check_batch
 from kdlab.kafka.clients import EndToEnd, delivery, handed_up, wait_for_producers
 from kdlab.kafka.direct import _SLOT, CTL_BYTES, QP_DEPTH, SLOT_BYTES
@@ -89,7 +88,7 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str, e2e: EndToEn
     pos = seg.position
     for b in range(n_batches):
         while len(in_flight) >= p.max_in_flight:
-            yield from direct._await_ack(recv_cq, qp, recv, in_flight, acks_ns)
+            yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
         if e2e is not None and b:
             yield from e2e.wait_delivered(b - 1)  # EndToEndLatency: the next send after poll() returned
         t = yield Clock()  # ProducerLatency's begin: before RDMAsend()
@@ -116,14 +115,30 @@ def producer(p: KafkaParams, pid: int, partition: int, leader: str, e2e: EndToEn
         pos += size
         in_flight.append(t)
         if e2e is not None:
-            yield from direct._await_ack(recv_cq, qp, recv, in_flight, acks_ns)  # RDMAsend().get()
+            yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)  # RDMAsend().get()
             yield from e2e.ack(b, t + acks_ns[-1])
     while in_flight:
-        yield from direct._await_ack(recv_cq, qp, recv, in_flight, acks_ns)
+        yield from _await_ack(recv_cq, qp, recv, in_flight, acks_ns)
     t_last = yield Clock()
     yield Publish(f"produced{pid}", True)
     return {"records": n_batches * factory.records, "bytes": n_batches * size, "t_first_ns": t_first,
             "t_last_ns": t_last, "ack_latency_ns": acks_ns}  # fmt: skip
+
+
+def _await_ack(recv_cq: Any, qp: Any, recv: RecvWR, in_flight: deque[float], acks_ns: list[float]) -> Any:
+    """The producer's Sender, spinning on its CQ while a produce is out, takes the broker's ack.
+
+    The immediate is the segment id (at least 2^31: an error). When the application
+    waits for its last outstanding send (``get()``), the future's latch wakes it.
+    """
+    for wc in (yield WaitCq(recv_cq, 1)):  # busy: the Sender spins while an RDMA produce is outstanding
+        if not wc.ok or (wc.imm_data is not None and wc.imm_data >= 1 << 31):
+            raise DatapathError(f"produce failed: {wc}")
+        yield PostRecv(qp, recv)
+        if len(in_flight) == 1:
+            yield Compute("handoff")  # CountDownLatch.countDown() wakes the application thread in get()
+        now = yield Clock()  # get() returns
+        acks_ns.append(now - in_flight.popleft())
 
 
 # --- consumer ---------------------------------------------------------------------------

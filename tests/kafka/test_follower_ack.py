@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kdlab.kafka import direct
+from kdlab.kafka import direct, direct_clients
 from kdlab.kafka.cluster import replicas
 from kdlab.kafka.direct_replication import FlipBit
 from kdlab.kafka.params import KafkaParams
@@ -35,7 +35,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, faults: tuple[FlipBit, ...], until_ns:
     p = KafkaParams(**CLUSTER)
     answered: Counter[int] = Counter()  # producer id -> acks the leader sent
     received: Counter[str] = Counter()  # producer host -> acks the producer got
-    ack_producer, await_ack = direct._ack_producer, direct._await_ack
+    ack_producer, await_ack = direct._ack_producer, direct_clients._await_ack
 
     def spy_ack_producer(state: Any, pid: int, seg_id: int, wr: Any) -> Any:
         answered[pid] += 1
@@ -47,7 +47,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, faults: tuple[FlipBit, ...], until_ns:
         received[qp.host] += len(acks_ns) - before
 
     monkeypatch.setattr(direct, "_ack_producer", spy_ack_producer)
-    monkeypatch.setattr(direct, "_await_ack", spy_await_ack)
+    monkeypatch.setattr(direct_clients, "_await_ack", spy_await_ack)
     roles = direct.roles(p, faults)
     states = {r.host: r.args["state"] for r in roles if "state" in r.args}
     out = SimEngine("cx4-edr-100g").run(roles, until_ns=until_ns)
