@@ -27,7 +27,11 @@ class KafkaParams(BaseModel):
     )
     record_bytes: int = Field(default=100, ge=1, le=16 * 1024 * 1024, description="value size of a record")
     batch_bytes: int = Field(default=16384, ge=1, description="producer batch.size")
-    linger_ms: float = Field(default=0.0, ge=0, description="producer linger.ms")
+    linger_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="producer linger.ms (never delays a closed-loop producer: its batches fill at once)",
+    )
     acks: Literal[0, 1, -1] = Field(default=1, description="0, 1, or -1 for 'all'")
     max_in_flight: int = Field(default=5, ge=1, le=100, description="max.in.flight.requests.per.connection")
     producers: int = Field(default=1, ge=1, le=256)
