@@ -117,11 +117,14 @@ class WaitCq:
     ``mode="busy"`` spins on the CQ; ``mode="event"`` arms a notification and sleeps
     until the completion event wakes the thread (``ibv_req_notify_cq`` and
     ``ibv_get_cq_event``), which costs a wake-up but no CPU while waiting.
+    With ``timeout_ns`` it waits at most that long and returns ``[]`` on a time-out
+    (a Sender that also waits for a batch's linger to expire).
     """
 
     cq: CompletionQueue
     max_entries: int = 16
     mode: Literal["busy", "event"] = "busy"
+    timeout_ns: float | None = None
 
 
 # --- the host ---------------------------------------------------------------------
@@ -283,9 +286,10 @@ class Publish:
 
 @dataclass(slots=True)
 class Lookup:
-    """Wait until ``key`` is published, then -> its value."""
+    """Wait until ``key`` is published, then -> its value; with ``wait=False`` -> None if it is not (yet)."""
 
     key: str
+    wait: bool = True
 
 
 Operation = (

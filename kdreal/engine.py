@@ -370,7 +370,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.PostSend: lambda ex, op: ex.verbs.post_send(op.qp, op.wrs),
     ops.PostRecv: lambda ex, op: ex.verbs.post_recv(op.qp, op.wrs),
     ops.PollCq: lambda ex, op: ex.verbs.poll_cq(op.cq, op.max_entries),
-    ops.WaitCq: lambda ex, op: ex.verbs.wait_cq(op.cq, op.max_entries, op.mode, ex.timeout_s),
+    ops.WaitCq: lambda ex, op: ex.verbs.wait_cq(op.cq, op.max_entries, op.mode, ex.timeout_s, _seconds(op.timeout_ns)),
     ops.ReadMem: lambda ex, op: ex.verbs.read_mem(op.mr, op.offset, op.length),
     ops.WriteMem: lambda ex, op: ex.verbs.write_mem(op.mr, op.offset, op.data),
     ops.SpinUntil: lambda ex, op: ex.verbs.spin_until(op.mr, op.offset, op.value),
@@ -387,7 +387,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.Notify: lambda ex, op: ex.runtime.notify(op.key),
     ops.WaitNotify: lambda ex, op: ex.runtime.wait_notify(op.key, _seconds(op.timeout_ns)),
     ops.Publish: lambda ex, op: ex.rendezvous.publish(op.key, op.value),
-    ops.Lookup: lambda ex, op: ex.rendezvous.lookup(op.key),
+    ops.Lookup: lambda ex, op: ex.rendezvous.lookup(op.key) if op.wait else ex.rendezvous.peek(op.key),
 }
 
 #: Operations that may block: they run with the host lock given up. (Queue and

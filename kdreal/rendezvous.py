@@ -181,6 +181,13 @@ class RendezvousServer:
         )
         self._thread.start()
 
+    def peek(self, key: str) -> Any:
+        """``key``'s value if it is published now, else None (never waits)."""
+        try:
+            return decode(self._call("lookup", key, 0.0))
+        except TimeoutError:
+            return None
+
     def close(self) -> None:
         """Stop serving, wake any lookup still waiting, join the handler threads."""
         if self._thread is not None:

@@ -317,8 +317,9 @@ class Verbs:
         return [to_work_completion(wc) for wc in wcs] if n else []
 
     def wait_cq(
-        self, cq: CompletionQueue, max_entries: int, mode: str, timeout_s: float | None = -1.0
-    ) -> list[WorkCompletion]:
+        self, cq: CompletionQueue, max_entries: int, mode: str, timeout_s: float | None = -1.0,
+        wait_s: float | None = None,
+    ) -> list[WorkCompletion]:  # fmt: skip
         """Spin (``busy``) or sleep on the completion channel (``event``) until a completion arrives.
 
         Event mode arms the CQ, re-polls (a completion may have landed before it was
@@ -330,6 +331,7 @@ class Verbs:
         threads, whose work the sleeping thread waits for). Should the descriptor not
         have been found, the wait polls with short sleeps instead.
         ``timeout_s`` overrides the role's time limit (None: wait as long as the run).
+        ``wait_s`` (``WaitCq.timeout_ns``): return ``[]`` if nothing came within it.
         """
         entry = self._cq(cq)
         pcq = entry.cq
@@ -337,6 +339,8 @@ class Verbs:
         if n:
             return [to_work_completion(wc) for wc in wcs]
         limit = self.timeout_s if timeout_s is not None and timeout_s < 0 else timeout_s
+        if wait_s is not None and (limit is None or wait_s < limit):
+            return self._wait_cq_for(cq, max_entries, mode, wait_s)
         deadline = float("inf") if limit is None else time.monotonic() + limit
         if mode == "busy":
             spins = 0
@@ -373,6 +377,13 @@ class Verbs:
             n, wcs = pcq.poll(max_entries)
             if n:
                 return [to_work_completion(wc) for wc in wcs]
+
+    def _wait_cq_for(self, cq: CompletionQueue, max_entries: int, mode: str, wait_s: float) -> list[WorkCompletion]:
+        """Wait at most ``wait_s`` for a completion -> the completions, or ``[]``."""
+        try:
+            return self.wait_cq(cq, max_entries, mode, max(wait_s, 0.0))
+        except TimeoutError:
+            return []
 
     # --- host memory ----------------------------------------------------------------
 

@@ -324,6 +324,8 @@ class SimEngine:
         nxt = cq.next_time()
         if nxt is not None:
             block.waiter.wake_at(self.env, nxt)
+        if op.timeout_ns is not None:
+            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
         return block
 
     # --- host memory -------------------------------------------------------------
@@ -548,6 +550,8 @@ class SimEngine:
     def _lookup(self, op: ops.Lookup, st: RoleState) -> Any:
         if op.key in self._published:
             return self._published[op.key]
+        if not op.wait:
+            return None
         key = op.key
 
         def resume(st: RoleState) -> Any:

@@ -9,6 +9,7 @@ or consumer does (length, magic, CRC) without decoding every record.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -40,21 +41,28 @@ class BatchFactory:
         self.size = len(self.template)
         self.records = records_per_batch
 
-    def make(self, producer_id: int, base_sequence: int, timestamp: int = 0) -> bytes:
-        """A batch stamped with ``producer_id``/``base_sequence`` and ``timestamp`` (base and max).
+    def make(self, producer_id: int, base_sequence: int, timestamp: int = 0, max_timestamp: int | None = None) -> bytes:
+        """A batch stamped with ``producer_id``/``base_sequence``, ``timestamp`` (base) and ``max_timestamp``.
 
-        Simulated producers put their clock (ns) in the timestamp fields, so a consumer
-        can time end-to-end delivery from the bytes alone.
+        Simulated producers put their clock (ns) in the timestamp fields: the first
+        record's send time and the last's (the default: the same), so a consumer can
+        time end-to-end delivery from the bytes alone.
         """
         buf = self.template
-        _TIMES.pack_into(buf, _TIMES_OFFSET, timestamp, timestamp)
+        _TIMES.pack_into(buf, _TIMES_OFFSET, timestamp, timestamp if max_timestamp is None else max_timestamp)
         _IDS.pack_into(buf, _IDS_OFFSET, producer_id, 0, base_sequence)
         struct.pack_into(">I", buf, CRC_OFFSET, crc32c(memoryview(buf)[ATTRIBUTES_OFFSET:]))
         return bytes(buf)
 
-    def crc(self, producer_id: int, base_sequence: int, timestamp: int) -> int:
+    def crc(self, producer_id: int, base_sequence: int, timestamp: int, max_timestamp: int | None = None) -> int:
         """The CRC-32C of the batch :meth:`make` builds: it covers every byte after the CRC field."""
-        return struct.unpack_from(">I", self.make(producer_id, base_sequence, timestamp), CRC_OFFSET)[0]
+        return struct.unpack_from(">I", self.make(producer_id, base_sequence, timestamp, max_timestamp), CRC_OFFSET)[0]
+
+
+@functools.cache
+def batch_factory(records: int, record_bytes: int) -> BatchFactory:
+    """The factory of batches of ``records`` records (one per batch length a producer uses)."""
+    return BatchFactory(records, record_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,7 @@ class BatchInfo:
     timestamp: int
     base_offset: int = -1
     crc: int = 0
+    max_timestamp: int = 0
 
 
 def check_batch(buf: bytes | bytearray | memoryview, pos: int = 0, limit: int | None = None) -> BatchInfo | None:
@@ -90,6 +99,6 @@ def check_batch(buf: bytes | bytearray | memoryview, pos: int = 0, limit: int | 
         raise CorruptBatch(f"batch at {pos}: CRC mismatch")
     producer_id, _, base_sequence = _IDS.unpack_from(view, _IDS_OFFSET)
     (count,) = _COUNT.unpack_from(view, 57)
-    timestamp, _ = _TIMES.unpack_from(view, _TIMES_OFFSET)
+    timestamp, max_timestamp = _TIMES.unpack_from(view, _TIMES_OFFSET)
     (base_offset,) = BASE_OFFSET.unpack_from(view, 0)
-    return BatchInfo(size, producer_id, base_sequence, count, timestamp, base_offset, crc)
+    return BatchInfo(size, producer_id, base_sequence, count, timestamp, base_offset, crc, max_timestamp)

@@ -34,10 +34,41 @@ class KafkaParams(BaseModel):
     )
     acks: Literal[0, 1, -1] = Field(default=1, description="0, 1, or -1 for 'all'")
     max_in_flight: int = Field(default=5, ge=1, le=100, description="max.in.flight.requests.per.connection")
-    producers: int = Field(default=1, ge=1, le=256)
-    partitions: int = Field(default=1, ge=1, le=1024, description="partitions of the topic")
-    replication_factor: int = Field(default=1, ge=1, le=8)
-    consumers: int = Field(default=0, ge=0, le=256)
+    # --- cluster shape (kdlab.kafka.topology) ---
+    brokers: int | None = Field(
+        default=None, ge=1, le=1000, description="brokers in the cluster (default: the replication factor)"
+    )
+    racks: int = Field(default=0, ge=0, le=1000, description="0: no rack information; k: broker i is in rack i mod k")
+    topics: int = Field(default=1, ge=1, le=10_000)
+    partitions: int = Field(default=1, ge=1, le=100_000, description="partitions per topic")
+    replication_factor: int = Field(default=1, ge=1, le=100)
+    producers: int = Field(default=1, ge=1, le=10_000, description="producers per topic")
+    consumers: int = Field(default=0, ge=0, le=10_000, description="consumers per group (per topic)")
+    groups: int = Field(default=1, ge=0, le=1000, description="consumer groups (OMB subscriptions) per topic")
+    assignor: Literal["range", "round-robin"] = Field(
+        default="range", description="partition.assignment.strategy of the consumer groups"
+    )
+    partitioner: Literal["fixed", "round-robin", "sticky", "default"] = Field(
+        default="fixed",
+        description="fixed: producer i writes the partitions q = i mod producers (one writer each, as "
+        "KafkaDirect's exclusive producers); round-robin: RoundRobinPartitioner; sticky: "
+        "UniformStickyPartitioner; default: Kafka's DefaultPartitioner (murmur2 of the key, sticky without one)",
+    )
+    keys: Literal["none", "round-robin", "random"] = Field(
+        default="none", description="record keys, as OMB's keyDistributor: NO_KEY, KEY_ROUND_ROBIN, RANDOM_NANO"
+    )
+    # --- offered load and run length ---
+    rate_total: float = Field(default=0.0, ge=0, description="open loop: records/s over all producers (0: closed)")
+    rate_per_producer: float = Field(default=0.0, ge=0, description="open loop: records/s per producer (0: closed)")
+    duration_ms: float = Field(
+        default=0.0, ge=0, le=3.6e6, description="simulated run length after warm-up (0: records_per_producer each)"
+    )
+    warmup_ms: float = Field(default=0.0, ge=0, le=3.6e6, description="warm-up that metrics leave out")
+    buffer_memory: int = Field(default=32 * 1024 * 1024, ge=1024, description="producer buffer.memory")
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="producer max.request.size")
+    backlog_bytes: int = Field(
+        default=0, ge=0, description="consumers start once this many bytes are unread (OMB consumerBacklogSizeGB)"
+    )
     records_per_producer: int = Field(default=20000, ge=1, le=10_000_000)
     bytes_per_producer: int | None = Field(
         default=None, ge=1, description="if set, records_per_producer = bytes_per_producer // record_bytes (>= 1 batch)"
@@ -52,8 +83,13 @@ class KafkaParams(BaseModel):
     )
     check_crcs: bool = Field(default=True, description="consumer check.crcs: CRC-32C of every fetched batch")
     fetch_bytes: int = Field(default=1024 * 1024, ge=64, description="max.partition.fetch.bytes / RDMA read size")
+    fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=64, description="consumer fetch.max.bytes")
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: float = Field(default=500.0, ge=0)
+    replica_fetchers: int = Field(default=1, ge=1, le=64, description="num.replica.fetchers")
+    replica_fetch_max_bytes: int = Field(default=1024 * 1024, ge=64, description="replica.fetch.max.bytes")
+    replica_fetch_wait_max_ms: float = Field(default=500.0, ge=0, description="replica.fetch.wait.max.ms")
+    replica_fetch_min_bytes: int = Field(default=1, ge=1, description="replica.fetch.min.bytes")
     slots: bool = Field(default=True, description="KafkaDirect consumers poll metadata slots (else TCP)")
     slot_poll_us: float = Field(default=20.0, gt=0, description="KafkaDirect slotupdatetimeout")
     max_rdma_batch: int = Field(default=2000, ge=64, description="KafkaDirect push replication maxrdmabatch")
@@ -73,13 +109,32 @@ class KafkaParams(BaseModel):
                 f"record_bytes/batch_bytes: a batch of {self.batch_size} B does not fit a segment of "
                 f"{self.segment_bytes} B (segment_bytes must be >= the batch size)"
             )
-        if self.partitions < self.producers and self.system == "kafkadirect" and self.produce_mode == "exclusive":
+        if self.brokers is not None and self.replication_factor > self.brokers:
             raise ValueError(
-                f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
-                "KafkaDirect producers (one writer per partition)"
+                f"replication_factor: {self.replication_factor} replicas cannot be placed on {self.brokers} brokers "
+                f"(allowed: 1 to brokers)"
             )
+        if self.racks > self.broker_count:
+            raise ValueError(f"racks: {self.racks} racks for {self.broker_count} brokers (allowed: 0 to brokers)")
+        if self.rate_total and self.rate_per_producer:
+            raise ValueError("rate_total/rate_per_producer: set at most one (records/s in total or per producer)")
+        if self.warmup_ms and not self.duration_ms:
+            raise ValueError("warmup_ms: a warm-up needs a run length (duration_ms > 0)")
+        if self.system == "kafkadirect" and self.produce_mode == "exclusive":
+            if self.partitioner != "fixed":
+                raise ValueError(
+                    f"partitioner: exclusive KafkaDirect producers each own their partitions (allowed: fixed); "
+                    f"got {self.partitioner!r} (use produce_mode shared for shared partitions)"
+                )
+            if self.partitions < self.producers:
+                raise ValueError(
+                    f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
+                    "KafkaDirect producers (one writer per partition)"
+                )
+        if self.keys != "none" and self.partitioner != "default":
+            raise ValueError(f"keys: keyed records need partitioner default (key hash); got {self.partitioner!r}")
         if self.sequential_e2e:
-            shape = ("producers", "consumers", "partitions")
+            shape = ("producers", "consumers", "partitions", "topics", "groups")
             wrong = [f"{k} = {getattr(self, k)}" for k in shape if getattr(self, k) != 1]
             wrong += ["acks = 0"] * (self.acks == 0) + ["consume_after_produce = true"] * self.consume_after_produce
             if wrong:
@@ -89,6 +144,21 @@ class KafkaParams(BaseModel):
                     f"false); got {', '.join(wrong)}"
                 )
         return self
+
+    @property
+    def broker_count(self) -> int:
+        """Brokers in the cluster: ``brokers``, or as many as the replication factor needs."""
+        return self.brokers if self.brokers is not None else self.replication_factor
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether producers offer a fixed rate (else they send as fast as acks allow)."""
+        return bool(self.rate_total or self.rate_per_producer)
+
+    @property
+    def producer_rate(self) -> float:
+        """Records/s each producer offers (0: closed loop)."""
+        return self.rate_per_producer or self.rate_total / (self.producers * self.topics)
 
     @property
     def records_total(self) -> int:
