@@ -262,3 +262,33 @@ def test_op_ns_charges_every_operation_and_cores_are_shared_per_process_and_per_
     # hosts of one VM: separate hosts share the machine's cores
     assert max(run({"host.machine_cores": 1}, ("h1", "h2")).values()) == pytest.approx(200_000.0, rel=0.01)
     assert run({"host.machine_cores": 2}, ("h1", "h2")) == alone
+
+
+@pytest.mark.parametrize("mode", ["busy", "event"])
+def test_wait_cq_with_a_timeout_returns_empty_when_nothing_comes(mode: str) -> None:
+    def body():
+        cq = yield CreateCq(16)
+        t0 = yield Clock()
+        got = yield WaitCq(cq, 4, mode, timeout_ns=5000.0)
+        t1 = yield Clock()
+        return got, t1 - t0
+
+    (got, waited), _ = run_one(body)
+    assert got == []
+    assert 5000.0 <= waited < 5000.0 + 10_000  # the time-out, plus at most a wake-up
+
+
+def test_lookup_without_waiting_peeks() -> None:
+    def early():
+        return (yield Lookup("k", wait=False))
+
+    def late():
+        yield Sleep(1000.0)
+        return (yield Lookup("k", wait=False))
+
+    def publisher():
+        yield Sleep(500.0)
+        yield Publish("k", 7)
+
+    res, _ = run_sim([Role("early", "a", early), Role("late", "a", late), Role("pub", "b", publisher)])
+    assert (res["early"], res["late"]) == (None, 7)
