@@ -19,23 +19,19 @@ A workload file is OMB's ``workloads/*.yaml``: the public fields of
 which ignores unknown keys, a misspelt key is an error here; every error names the
 field and what it allows.
 
-A result is the JSON of OMB's ``TestResult``: per-period (10 s in OMB) rate and
-latency lists, and aggregated latency percentiles over the whole run, in ms
-(publish delay in us). Percentiles follow HdrHistogram's ``getValueAtPercentile``:
-the smallest sample with at least p% of samples at or below it (nearest rank).
+A result is the JSON of OMB's ``TestResult``: per-period (10 s in OMB) rate, backlog and
+latency lists, and aggregated latency percentiles over the test phase, in ms (publish
+delay in us), measured as OMB does (:mod:`kdlab.kafka.omb_metrics`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdlab.spec import read_yaml
@@ -43,10 +39,6 @@ from kdlab.spec import read_yaml
 KEY_DISTRIBUTORS = ("NO_KEY", "KEY_ROUND_ROBIN", "RANDOM_NANO")
 """``io.openmessaging.benchmark.utils.distributor.KeyDistributorType``."""
 JAVA_INT_MAX = 2**31 - 1
-PERCENTILES = {"50pct": 50, "75pct": 75, "95pct": 95, "99pct": 99, "999pct": 99.9, "9999pct": 99.99}
-"""TestResult's percentile fields (suffix -> percent)."""
-QUANTILES = (50, 75, 87.5, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100)
-"""Percentiles written to the ``aggregated*Quantiles`` maps (OMB writes HdrHistogram's ticks)."""
 
 
 class OmbError(ValueError):
@@ -110,13 +102,14 @@ _SNAKE = {
 _CAMEL = {snake: camel for camel, snake in _SNAKE.items()}
 
 
-def _format_errors(err: ValidationError, origin: str) -> str:
+def format_errors(err: ValidationError, origin: str, allowed: Sequence[str]) -> str:
+    """One line per pydantic error: where, the field, what it allows (and what it got)."""
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<workload>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown field; allowed: {', '.join(_SNAKE)}"
+            msg = f"unknown field; allowed: {', '.join(allowed)}"
         elif e["type"] == "missing":
             msg = "required field is missing"
         got = "" if e["type"] in ("missing", "value_error") else f" (got {e.get('input')!r})"
@@ -150,7 +143,7 @@ class OmbWorkload:
         try:
             _WorkloadDoc.model_validate(self.to_omb())
         except ValidationError as err:
-            raise OmbError(_format_errors(err, "<workload>")) from None
+            raise OmbError(format_errors(err, "<workload>", list(_SNAKE))) from None
 
     def to_omb(self) -> dict[str, Any]:
         """The workload as an OMB YAML mapping (camelCase keys)."""
@@ -182,71 +175,27 @@ def load_omb_workload(source: str | Path | Mapping[str, Any]) -> OmbWorkload:
     try:
         checked = _WorkloadDoc.model_validate(doc)
     except ValidationError as err:
-        raise OmbError(_format_errors(err, origin)) from None
+        raise OmbError(format_errors(err, origin, list(_SNAKE))) from None
     return OmbWorkload(**{_SNAKE[k]: v for k, v in checked.model_dump().items()})
 
 
 # --- results -------------------------------------------------------------------------------
 
 
-def percentile(sorted_samples: np.ndarray, pct: float) -> float:
-    """HdrHistogram's value at ``pct``: nearest rank, ``ceil(pct/100 * n)``-th smallest (at least the 1st)."""
-    n = len(sorted_samples)
-    if n == 0:
-        raise ValueError("percentile of no samples")
-    rank = max(1, math.ceil(Fraction(str(pct)) * n / 100))
-    return float(sorted_samples[min(rank, n) - 1])
-
-
-def _samples(name: str, values: Sequence[float] | np.ndarray | None) -> np.ndarray:
-    arr = np.asarray([] if values is None else values, dtype=float).ravel()
-    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0):
-        raise ValueError(f"{name}: samples must be finite and >= 0")
-    return arr
-
-
-def _latency_fields(prefix: str, samples: np.ndarray, periods: Sequence[Any] | None, arg: str) -> dict[str, Any]:
-    """OMB's per-period lists ``{prefix}Avg..Max`` and ``aggregated{Prefix}Avg..Max`` + quantiles."""
-    out: dict[str, Any] = {}
-    per = [np.sort(_samples(f"{arg}[{i}]", p)) for i, p in enumerate(periods or ())]
-    agg = np.sort(samples)
-    stats: dict[str, Any] = {"Avg": np.mean}
-    stats |= {suffix: (lambda s, p=pct: percentile(s, p)) for suffix, pct in PERCENTILES.items()}
-    stats["Max"] = np.max
-    for suffix, fn in stats.items():
-        out[f"{prefix}{suffix}"] = [float(fn(s)) if s.size else None for s in per]
-    cap = prefix[0].upper() + prefix[1:]
-    for suffix, fn in stats.items():
-        out[f"aggregated{cap}{suffix}"] = float(fn(agg)) if agg.size else None
-    out[f"aggregated{cap}Quantiles"] = {str(float(q)): percentile(agg, q) for q in QUANTILES} if agg.size else {}
-    return out
-
-
 def omb_result_json(
     workload: OmbWorkload | str,
     driver: str,
-    publish_rate: Sequence[float],
-    consume_rate: Sequence[float],
-    publish_latency_ms: Sequence[float] | np.ndarray,
-    end_to_end_latency_ms: Sequence[float] | np.ndarray,
+    metrics: Mapping[str, Any],
     *,
     path: str | Path | None = None,
-    publish_error_rate: Sequence[float] | None = None,
-    backlog: Sequence[int] | None = None,
-    publish_delay_latency_us: Sequence[float] | np.ndarray | None = None,
-    period_publish_latency_ms: Sequence[Sequence[float]] | None = None,
-    period_end_to_end_latency_ms: Sequence[Sequence[float]] | None = None,
+    notes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An OMB ``TestResult`` as a dict with OMB's field names; written as JSON to ``path`` if given.
 
-    ``publish_rate``/``consume_rate`` are msg/s per reporting period; latency samples
-    are per message, over the whole run (the aggregated fields) or, optionally, per
-    period (the per-period lists, empty when not given). Statistics of no samples are
-    ``None`` (JSON null).
+    ``metrics`` are TestResult's rate, backlog and latency fields
+    (:func:`kdlab.kafka.omb_metrics.omb_metrics`); ``notes`` (how the run was mapped and
+    what it left out) go under ``kdlab``, a key OMB's readers do not look at.
     """
-    pub_rate = _samples("publish_rate", publish_rate)
-    cons_rate = _samples("consume_rate", consume_rate)
-    err_rate = _samples("publish_error_rate", publish_error_rate) if publish_error_rate is not None else 0 * pub_rate
     result: dict[str, Any] = {"workload": workload if isinstance(workload, str) else workload.name, "driver": driver}
     if isinstance(workload, OmbWorkload):
         result |= {
@@ -256,19 +205,9 @@ def omb_result_json(
             "producersPerTopic": workload.producers_per_topic,
             "consumersPerTopic": workload.consumer_per_subscription,  # what OMB stores there
         }
-    result |= {
-        "publishRate": pub_rate.tolist(),
-        "publishErrorRate": err_rate.tolist(),
-        "consumeRate": cons_rate.tolist(),
-        "backlog": [int(b) for b in backlog or ()],
-    }
-    families = (
-        ("publishLatency", "publish_latency_ms", publish_latency_ms, period_publish_latency_ms),
-        ("publishDelayLatency", "publish_delay_latency_us", publish_delay_latency_us, None),
-        ("endToEndLatency", "end_to_end_latency_ms", end_to_end_latency_ms, period_end_to_end_latency_ms),
-    )
-    for prefix, arg, samples, periods in families:
-        result |= _latency_fields(prefix, _samples(arg, samples), periods, f"period_{arg}")
+    result |= dict(metrics)
+    if notes:
+        result["kdlab"] = dict(notes)
     if path is not None:
         Path(path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result

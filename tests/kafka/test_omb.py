@@ -1,4 +1,4 @@
-"""OMB workload files (validated, field named on error) and OMB-style result JSON."""
+"""OMB workload files (validated, field named on error), OMB's metrics (HdrHistogram, as OMB measures), result JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kdlab.kafka.omb import OmbError, OmbWorkload, load_omb_workload, omb_result_json, percentile
+from kdlab.kafka.omb import OmbError, OmbWorkload, load_omb_workload, omb_result_json
+from kdlab.kafka.omb_metrics import histogram, omb_metrics, record, recorded, value_at_percentile
 
 # openmessaging/benchmark workloads/1-topic-16-partitions-1kb.yaml (licence header dropped)
 OMB_1_TOPIC_16_PARTITIONS_1KB = """\
@@ -159,52 +160,116 @@ def test_constructing_directly_validates_too() -> None:
         dataclasses.replace(w, partitions_per_topic=0)
 
 
+# --- metrics ----------------------------------------------------------------------------------
+
+MS = 1_000_000  # ns
+
+
+def one_batch_run(**kw: object) -> dict:
+    """One batch of 4 records: intended at 1..4 ms, sent at 2..5 ms, acked at 12 ms, consumed at 14.5 ms."""
+    sent = [(0, 4, 1 * MS, 4 * MS, 2 * MS, 5 * MS, 12 * MS)]
+    received = [(0, 4, 2 * MS, 5 * MS, 14.5 * MS)]
+    return omb_metrics(sent, received, 0, 100 * MS, period_ns=50 * MS, **kw)
+
+
+def test_one_batch_gives_its_four_publish_latencies() -> None:
+    m = one_batch_run()
+    # publish latencies 10, 9, 8, 7 ms (ack - send); nearest rank rounded up: p50 is the 2nd of 4
+    assert (m["publishLatencyAvg"], m["publishLatency50pct"]) == ([8.5, 0.0], [8.0, 0.0])
+    assert m["publishLatency75pct"] == [9.0, 0.0]
+    assert m["publishLatency95pct"][0] == m["publishLatencyMax"][0] == 10.0
+    assert m["aggregatedPublishLatencyQuantiles"] == {25.0: 7.0, 50.0: 8.0, 75.0: 9.0, 100.0: 10.0}
+    assert m["publishDelayLatency50pct"] == [1000, 0] and m["aggregatedPublishDelayLatencyMax"] == 1000  # us
+    # end to end in whole ms (OMB: currentTimeMillis - CreateTime): 14 - 2..5 ms
+    assert m["aggregatedEndToEndLatencyQuantiles"] == {25.0: 9.0, 50.0: 10.0, 75.0: 11.0, 100.0: 12.0}
+    assert m["publishRate"] == m["consumeRate"] == [80.0, 0.0] and m["backlog"] == [0, 0]  # 4 records / 50 ms
+
+
+def test_end_to_end_clock_is_omb_milliseconds_unless_refined() -> None:
+    sent = [(0, 1, 5.2 * MS, 5.2 * MS, 5.2 * MS, 5.2 * MS, 5.5 * MS)]
+    received = [(0, 1, 5.2 * MS, 5.2 * MS, 5.9 * MS)]
+    ms = omb_metrics(sent, received, 0, 10 * MS, period_ns=10 * MS)
+    # 0.7 ms inside one millisecond: 0 ms, which OMB does not record (only latencies > 0), yet it is consumed
+    assert ms["consumeRate"] == [100.0] and ms["aggregatedEndToEndLatencyMax"] == 0.0
+    us = omb_metrics(sent, received, 0, 10 * MS, period_ns=10 * MS, e2e_clock_ns=1000)
+    assert us["aggregatedEndToEndLatency50pct"] == 0.7 and us["aggregatedPublishLatency50pct"] == 0.3
+
+
+def test_hdrhistogram_semantics_are_java_hdrhistogram_2_1_12() -> None:
+    h = histogram(60_000_000)
+    record(h, np.array([1, 2, 3, 4, 300_000]), "x")
+    top, _, counts = recorded(h)
+    cum = np.cumsum(counts)
+    # count at percentile rounded up (Java 2.1.12), not rounded to nearest (the Python port's own getter)
+    assert value_at_percentile(top, cum, 25) == 2 and h.get_value_at_percentile(25) == 1
+    assert value_at_percentile(top, cum, 40) == 2 and value_at_percentile(top, cum, 100) == 300_001
+    # 5 significant digits: 300000 us shares a 2-us bucket and reads as its top, as in OMB
+    assert h.get_max_value() == 300_001
+    assert value_at_percentile(top, np.array([], dtype=np.int64), 50) == 0
+
+
+def test_quantile_map_is_hdrhistograms_percentile_iteration() -> None:
+    sent = [(0, 1, 0, 0, 0, 0, (k + 1) * 1000) for k in range(1000)]  # publish latencies 1..1000 us
+    q = omb_metrics(sent, [], 0, 10 * MS, period_ns=10 * MS)["aggregatedPublishLatencyQuantiles"]
+    # ticks of 0.5% up to 50%, 0.25% up to 75%, ...; keyed by the percentile each step reached
+    assert q[0.1] == 0.001 and q[0.5] == 0.005 and q[50.0] == 0.5 and q[50.3] == 0.503 and q[75.0] == 0.75
+    assert q[100.0] == 1.0 and 50.1 not in q and 75.1 not in q and 75.2 in q
+    assert list(q) == sorted(q)
+
+
+def test_warm_up_periods_backlog_and_subscriptions() -> None:
+    sent = [
+        (0, 10, 0, 9 * MS, 0, 9 * MS, 9.5 * MS),  # acked in the warm-up: left out, but counted in the backlog
+        (0, 10, 10 * MS, 19 * MS, 10 * MS, 19 * MS, 19.5 * MS),  # period 0
+        (0, 5, 20 * MS, 24 * MS, 20 * MS, 24 * MS, 34 * MS),  # period 1 (acked late)
+        (0, 5, 30 * MS, 34 * MS, 30 * MS, 34 * MS, 45 * MS),  # acked after the end: not published
+    ]
+    received = [(0, 10, 0, 9 * MS, 12 * MS), (0, 10, 0, 9 * MS, 13 * MS), (0, 10, 10 * MS, 19 * MS, 25 * MS)]
+    m = omb_metrics(sent, received, 10 * MS, 40 * MS, subscriptions=2, period_ns=20 * MS)
+    assert m["publishRate"] == [10 / 0.02, 5 / 0.01]  # the last period ends at end_ns
+    assert m["consumeRate"] == [30 / 0.02, 0.0]
+    assert m["backlog"] == [2 * 20 - 30, 2 * 25 - 30]  # subscriptions x sent - received, from the run's start
+    assert m["publishLatencyMax"] == [9.5, 14.0] and m["publishDelayLatencyMax"] == [0, 0]
+    assert m["aggregatedPublishLatencyMax"] == 14.0 and m["endToEndLatencyMax"] == [15.0, 0.0]
+    with pytest.raises(ValueError, match="end_ns > warmup_end_ns"):
+        omb_metrics(sent, received, 40 * MS, 40 * MS)
+
+
+def test_latency_is_capped_at_omb_highest_trackable_value_and_bad_input_named() -> None:
+    m = omb_metrics([(0, 1, 0, 0, 0, 0, 70_000 * MS)], [], 0, 80_000 * MS, period_ns=80_000 * MS)
+    assert m["aggregatedPublishLatencyMax"] == pytest.approx(60_000, rel=1e-4)  # Math.min(60 s, latency)
+    with pytest.raises(ValueError, match="publish latency: negative"):
+        omb_metrics([(0, 1, 0, 0, 5 * MS, 5 * MS, 1 * MS)], [], 0, 10 * MS, period_ns=10 * MS)
+    with pytest.raises(ValueError, match="sent: batches need finite times and at least 1 record"):
+        omb_metrics([(0, 0, 0, 0, 0, 0, 1)], [], 0, 10 * MS, period_ns=10 * MS)
+
+
+def test_a_million_records_are_recorded_by_count() -> None:
+    rng = np.random.default_rng(3)
+    n = rng.integers(1, 40, 50_000)
+    t = np.sort(rng.uniform(0, 2e9, n.size))
+    ack = t + 2e5 + rng.exponential(2e6, n.size)
+    sent = np.column_stack([np.zeros(n.size), n, t, t + 1e5, t + 1e5, t + 2e5, ack])
+    m = omb_metrics(sent.tolist(), [], 0, 3_000_000_000, period_ns=1_000_000_000)
+    assert sum(r * 1.0 for r in m["publishRate"]) == n.sum()  # 1 s periods: every record acked once
+    assert 0.5 < m["aggregatedPublishLatency50pct"] < m["aggregatedPublishLatency99pct"] < 12
+
+
 # --- results -------------------------------------------------------------------------------
-
-
-def test_percentile_is_hdrhistogram_nearest_rank() -> None:
-    s = np.arange(1, 1001, dtype=float)
-    assert [percentile(s, p) for p in (0, 50, 75, 95, 99, 99.9, 99.99, 100)] == [1, 500, 750, 950, 990, 999, 1000, 1000]
-    assert percentile(np.array([7.0]), 99.99) == 7.0
-    with pytest.raises(ValueError):
-        percentile(np.array([]), 50)
 
 
 def test_result_has_omb_fields_and_values(tmp_path: Path) -> None:
     w = load_omb_workload(OMB_1_TOPIC_16_PARTITIONS_1KB)
-    rng = np.random.default_rng(1)
-    pub = rng.permutation(np.arange(1, 1001, dtype=float))  # 1..1000 ms, shuffled
     path = tmp_path / "result.json"
-    res = omb_result_json(
-        w,
-        "Kafka",
-        [50000.0, 49990.5],
-        [50000.0, 50001.0],
-        pub,
-        pub * 2,
-        path=path,
-        backlog=[0, 3],
-        period_publish_latency_ms=[pub[:500], pub[500:]],
-    )
-    assert set(res) == TEST_RESULT_FIELDS
-    assert json.loads(path.read_text()) == res
+    res = omb_result_json(w, "Kafka", one_batch_run(), path=path, notes={"timeScale": 1.0})
+    assert set(res) == TEST_RESULT_FIELDS | {"kdlab"} and res["kdlab"] == {"timeScale": 1.0}
+    saved = json.loads(path.read_text())
+    assert saved["aggregatedPublishLatencyQuantiles"] == {"25.0": 7.0, "50.0": 8.0, "75.0": 9.0, "100.0": 10.0}
     assert (res["workload"], res["driver"], res["messageSize"], res["partitions"]) == (w.name, "Kafka", 1024, 16)
-    assert res["publishRate"] == [50000.0, 49990.5] and res["publishErrorRate"] == [0.0, 0.0]
-    assert res["consumeRate"] == [50000.0, 50001.0] and res["backlog"] == [0, 3]
-    expected = {"Avg": 500.5, "50pct": 500, "75pct": 750, "95pct": 950, "99pct": 990, "999pct": 999}
-    expected |= {"9999pct": 1000, "Max": 1000}
-    for stat, value in expected.items():
-        assert res[f"aggregatedPublishLatency{stat}"] == value
-        assert res[f"aggregatedEndToEndLatency{stat}"] == 2 * value
-        assert len(res[f"publishLatency{stat}"]) == 2 and res[f"endToEndLatency{stat}"] == []
-    assert res["aggregatedPublishLatencyQuantiles"]["99.9"] == 999
-    assert res["aggregatedPublishDelayLatency99pct"] is None and res["aggregatedPublishDelayLatencyQuantiles"] == {}
-
-
-def test_result_without_consumers_and_bad_samples() -> None:
-    res = omb_result_json("w", "KafkaDirect", [1.0], [0.0], [0.5, 0.7], [])
-    assert res["aggregatedEndToEndLatency99pct"] is None and "messageSize" not in res
-    with pytest.raises(ValueError, match="publish_latency_ms"):
-        omb_result_json("w", "d", [1.0], [1.0], [1.0, float("nan")], [1.0])
-    with pytest.raises(ValueError, match="consume_rate"):
-        omb_result_json("w", "d", [1.0], [-1.0], [1.0], [1.0])
+    assert res["consumersPerTopic"] == 1 and res["publishErrorRate"] == [0.0, 0.0]
+    for family in ("publishLatency", "publishDelayLatency", "endToEndLatency"):
+        for stat in ("Avg", "50pct", "75pct", "95pct", "99pct", "999pct", "9999pct", "Max"):
+            assert len(res[f"{family}{stat}"]) == 2  # one per period, as OMB's lists
+    bare = omb_result_json("w", "KafkaDirect", omb_metrics([], [], 0, MS, period_ns=MS))
+    assert bare["aggregatedEndToEndLatency99pct"] == 0 and bare["aggregatedEndToEndLatencyQuantiles"] == {}
+    assert "messageSize" not in bare and "kdlab" not in bare  # no samples: OMB's zeros, an empty map
