@@ -283,23 +283,48 @@ def testbed(args: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("workload", type=click.Path(exists=True, dir_okay=False))
+@click.option("--driver", type=click.Path(exists=True, dir_okay=False), help="OMB Kafka driver (driver-kafka/*.yaml)")
 @click.option("--system", type=click.Choice(["kafka", "osu", "kafkadirect"]), default="kafkadirect", show_default=True)
 @click.option("--profile", default="cx4-edr-100g", show_default=True)
+@click.option("--brokers", type=click.IntRange(min=1), help="brokers in the cluster (default: the replication factor)")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="shrink warm-up, test and OMB's 10 s period alike (0.001: 15 min -> 0.9 s simulated)",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="write OMB's result JSON here")
-def omb(workload: str, system: str, profile: str, out: str | None) -> None:
-    """Simulate an OpenMessaging Benchmark WORKLOAD (YAML) and print (or write) OMB's result JSON."""
+def omb(
+    workload: str,
+    driver: str | None,
+    system: str,
+    profile: str,
+    brokers: int | None,
+    time_scale: float,
+    out: str | None,
+) -> None:
+    """Simulate an OpenMessaging Benchmark WORKLOAD (YAML) with a DRIVER file; print (or write) OMB's result JSON."""
     import json
 
     from kdlab.kafka.omb import OmbError
     from kdlab.kafka.omb_run import run_omb
 
+    extra = {"brokers": brokers} if brokers else {}
     try:
-        result = run_omb(workload, system, profile, out)
+        result = run_omb(workload, system, profile, out, driver=driver, time_scale=time_scale, **extra)
     except (OmbError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    keys = ("publishRate", "consumeRate", "aggregatedPublishLatency50pct", "aggregatedPublishLatency99pct",
-            "aggregatedEndToEndLatency50pct", "aggregatedEndToEndLatency99pct")  # fmt: skip
-    click.echo(json.dumps({k: result.get(k) for k in keys}, indent=1))
+    periods = len(result["publishRate"]) or 1
+    shown = {
+        "periods": len(result["publishRate"]),
+        "publishRateMean": sum(result["publishRate"]) / periods,
+        "consumeRateMean": sum(result["consumeRate"]) / periods,
+        "backlogMax": max(result["backlog"], default=0),
+    }
+    keys = ("aggregatedPublishLatency50pct", "aggregatedPublishLatency99pct", "aggregatedPublishDelayLatency99pct",
+            "aggregatedEndToEndLatency50pct", "aggregatedEndToEndLatency99pct", "kdlab")  # fmt: skip
+    click.echo(json.dumps(shown | {k: result.get(k) for k in keys}, indent=1))
     if out:
         click.echo(f"wrote {out}")
 
