@@ -55,10 +55,9 @@ def _builtin() -> None:
     if _builtin_done:
         return
     from kdlab import verbs
-    from kdlab.kafka import apache, direct
+    from kdlab.kafka import direct, protocol
 
-    for cls in (verbs.QpEndpoint, verbs.RemoteBuffer, apache.Produce, apache.ProduceAck, apache.Fetch,
-                apache.FetchReply, direct.SegmentInfo):  # fmt: skip
+    for cls in (verbs.QpEndpoint, verbs.RemoteBuffer, *protocol.MESSAGES, direct.SegmentInfo):
         register(cls)
     _builtin_done = True
 

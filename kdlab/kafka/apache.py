@@ -1,23 +1,28 @@
-"""Apache Kafka over TCP: the baseline's produce, pull replication and fetch paths.
+"""Apache Kafka's broker over TCP: request path, produce, fetch and the purgatories.
 
-Brokers (Kafka 2.x request path): network threads read requests from their
-connections into a bounded request queue (``queued.max.requests``), which wakes a
-parked I/O thread (``host.queue_wakeup_ns``); I/O threads handle them: every request
-costs what only the socket path pays (``Compute("request")``: parsing, dispatch,
-response serialisation), a produce request a CRC-32C pass, the append path that
-KafkaDirect's commit pays too (``Compute("append")``: LogValidator per record,
-producer state, high watermark) and a copy into the page cache; then the leader
-assigns offsets and answers (acks=1) or parks the answer in purgatory until the high
-watermark covers the batch (acks=all). A fetch answers with whole batches below the high
-watermark (consumers) or the log end (followers) using ``sendfile`` (no copy), or
-waits in purgatory for ``fetch.min.bytes`` up to ``fetch.max.wait.ms``.
-A connection has one request in the broker at a time (Kafka mutes it until the
-response is queued), so a client's later in-flight requests wait their turn; the
-unmute happens at the answering thread's own time, not before (:func:`_done`).
-Appends to one partition hold the partition's log lock (:func:`_append_locked`), so
-they never overlap; the batch's CRC check is done before, outside the lock.
-Followers pull with one replica fetcher; the leader learns a follower's log end
-from its next fetch, and the high watermark follows.
+Kafka 2.x's request path: network threads read requests from their connections into a
+bounded request queue (``queued.max.requests``), which wakes a parked I/O thread
+(``host.queue_wakeup_ns``); I/O threads handle them. Every request costs what only the
+socket path pays (``Compute("request")``: parsing, dispatch, response serialisation).
+
+* **Produce** (:func:`_produce`): a request carries one batch per partition this broker
+  leads. Each batch is CRC-checked outside the partition's lock, then appended under it
+  (:func:`_append_locked`: LogValidator and producer state, ``Compute("append")``, and a
+  copy into the page cache); acks=1 answers at once, acks=all parks the answer in the
+  produce purgatory until the high watermark of *every* partition in the request covers
+  its batch.
+* **Fetch** (:func:`_fetch`): a request asks for several partitions, each from its
+  offset; the broker reads them in the request's order, whole batches below the high
+  watermark (consumers) or the log end (followers), each up to its partition limit and
+  all under the response limit, the first batch of the first partition with data even if
+  it is larger (``minOneMessage``). Sent with ``sendfile`` (no copy), or parked in the
+  fetch purgatory until ``min_bytes`` are there or ``max_wait`` expires. A follower's
+  fetch tells the leader its log end, and the high watermark follows.
+
+A connection has one request in the broker at a time (Kafka mutes it until the response
+is queued), so a client's later in-flight requests wait their turn; the unmute happens
+at the answering thread's own time, not before (:func:`_done`). Appends to one partition
+hold the partition's log lock, so they never overlap.
 
 A response goes back to its connection's network thread with a selector wake-up
 (``Compute("handoff")``) when that thread sleeps in its poll. Simplification, stated:
@@ -26,7 +31,8 @@ so the send's CPU is counted in that thread's class. The purgatory stands for wo
 Kafka does on the appending thread (``tryCompleteDelayedRequests``), so its
 notification costs no wake-up on JVM profiles (``host.notify_ns``).
 
-The client side (producer and consumer) is :mod:`kdlab.kafka.clients`.
+Clients: :mod:`kdlab.kafka.sender` (producer), :mod:`kdlab.kafka.fetcher` (consumer);
+followers: :mod:`kdlab.kafka.replica_fetcher`; messages: :mod:`kdlab.kafka.protocol`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,17 @@ from typing import Any
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.log import PartitionLog
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.protocol import (
+    Fetch,
+    FetchReply,
+    FetchRequest,
+    FetchResponse,
+    Produce,
+    ProduceAck,
+    ProduceRequest,
+    ProduceResponse,
+    as_request,
+)
 from kdlab.kafka.records import CorruptBatch, assign_offsets
 from kdlab.ops import (
     Clock,
@@ -52,47 +69,24 @@ from kdlab.ops import (
     TcpSend,
     WaitNotify,
 )
-from kdlab.program import DatapathError
 
-#: Wire bytes of request and response headers (Kafka 2.x, one topic and partition:
-#: request header ~ 40 B + client id + topic name; response ~ 58 B + topic name).
-PRODUCE_REQUEST_OVERHEAD = 68
-PRODUCE_RESPONSE_BYTES = 68
-FETCH_REQUEST_BYTES = 80
-FETCH_RESPONSE_OVERHEAD = 90
+__all__ = ["BrokerState", "Fetch", "FetchReply", "Produce", "ProduceAck", "io_thread", "network_thread", "purgatory"]
 
 
-@dataclass
-class Produce:
-    partition: int
-    data: bytes
-    records: int
-    acks: int
+@dataclass(eq=False)
+class DelayedProduce:
+    """An acks=all answer waiting until each partition's high watermark passes its batch's last offset."""
+
+    conn: Any
+    response: ProduceResponse
+    waiting: dict[int, int]  # partition -> last offset of its batch
 
 
-@dataclass
-class ProduceAck:
-    partition: int
-    base_offset: int
-    error: str | None = None
-
-
-@dataclass
-class Fetch:
-    partition: int
-    offset: int
-    max_bytes: int
-    min_bytes: int
-    max_wait_ns: float
-    replica: str | None = None  # a follower's broker name; None for consumers
-
-
-@dataclass
-class FetchReply:
-    partition: int
-    batches: list[bytes]
-    hw: int
-    log_end: int
+@dataclass(eq=False)
+class DelayedFetch:
+    deadline_ns: float
+    conn: Any
+    request: FetchRequest
 
 
 @dataclass
@@ -104,8 +98,8 @@ class BrokerState:
     isr_size: dict[int, int]
     parked: dict[int, deque[tuple[Any, Any]]] = field(default_factory=dict)  # conn id -> requests waiting
     busy: set[int] = field(default_factory=set)  # conns with a request in the broker
-    delayed_produce: dict[int, list[tuple[int, Any, ProduceAck]]] = field(default_factory=dict)
-    delayed_fetch: list[tuple[float, Any, Fetch]] = field(default_factory=list)
+    delayed_produce: list[DelayedProduce] = field(default_factory=list)
+    delayed_fetch: list[DelayedFetch] = field(default_factory=list)
     requests: int = 0
     purgatory_dirty: bool = False
     net_of: dict[int, int] = field(default_factory=dict)  # conn id -> the network thread that serves it
@@ -113,7 +107,7 @@ class BrokerState:
     log_locks: set[int] = field(default_factory=set)  # partitions whose log lock token exists
 
 
-# --- broker -----------------------------------------------------------------------------
+# --- request path -------------------------------------------------------------------------
 
 
 def network_thread(p: KafkaParams, state: BrokerState, index: int, clients: int) -> Any:
@@ -145,40 +139,48 @@ def io_thread(p: KafkaParams, state: BrokerState) -> Any:
         conn, request = yield QueueGet(queue)
         state.requests += 1
         yield Compute("request")  # what only the socket path pays: parsing, dispatch, response serialisation
-        if isinstance(request, Produce):
+        request = as_request(request)
+        if isinstance(request, ProduceRequest):
             yield from _produce(p, state, conn, request)
         else:
             yield from _fetch(p, state, conn, request)
 
 
-def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: Produce) -> Any:
-    log = state.logs[req.partition]
-    size = len(req.data)
-    # validate the batch: its CRC and framing. Kafka 2.2 does this in Log.analyzeAndValidateRecords
-    # (batch.ensureValid()), before Log.append takes the partition's lock, so it is outside the lock here too.
-    yield Compute("crc32c", size)
-    try:
-        valid = check_batch(req.data) is not None
-    except CorruptBatch:
-        valid = False
-    if not valid:
-        yield from _respond(state, conn, ProduceAck(req.partition, -1, "CORRUPT_MESSAGE"), PRODUCE_RESPONSE_BYTES)
-        return
-    entry = yield from _append_locked(state, req)
-    yield from _data_changed(state)
-    ack = ProduceAck(req.partition, entry.base_offset)
+# --- produce ------------------------------------------------------------------------------
+
+
+def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: ProduceRequest) -> Any:
+    acks: list[ProduceAck] = []
+    waiting: dict[int, int] = {}
+    for batch in req.batches:
+        # validate the batch: its CRC and framing. Kafka 2.2 does this in Log.analyzeAndValidateRecords
+        # (batch.ensureValid()), before Log.append takes the partition's lock, so it is outside the lock here too.
+        yield Compute("crc32c", len(batch.data))
+        try:
+            valid = check_batch(batch.data) is not None
+        except CorruptBatch:
+            valid = False
+        if not valid:
+            acks.append(ProduceAck(batch.partition, -1, "CORRUPT_MESSAGE"))
+            continue
+        entry = yield from _append_locked(state, batch)
+        yield from _data_changed(state)
+        acks.append(ProduceAck(batch.partition, entry.base_offset))
+        waiting[batch.partition] = entry.last_offset
+    response = ProduceResponse(acks)
+    alone = [q for q in waiting if state.isr_size[q] == 1]  # the leader is the only in-sync replica
+    if any([state.logs[q].advance_hw(1) for q in alone]):
+        yield from _data_changed(state)
     if req.acks == 0:
         yield from _done(state, conn)
-    elif req.acks == 1 or state.isr_size[req.partition] == 1:
-        if state.isr_size[req.partition] == 1:
-            log.advance_hw(1)
-            yield from _data_changed(state)
-        yield from _respond(state, conn, ack, PRODUCE_RESPONSE_BYTES)
+        return
+    if req.acks == 1 or all(state.logs[q].hw > last for q, last in waiting.items()):
+        yield from _respond(state, conn, response, response.nbytes)
     else:
-        state.delayed_produce.setdefault(req.partition, []).append((entry.last_offset, conn, ack))
+        state.delayed_produce.append(DelayedProduce(conn, response, waiting))
 
 
-def _append_locked(state: BrokerState, req: Produce) -> Any:
+def _append_locked(state: BrokerState, batch: Produce) -> Any:
     """The leader's append under the partition's log lock -> the appended entry.
 
     Kafka 2.2, Log.append (core/src/main/scala/kafka/log/Log.scala): ``lock synchronized { ... }``
@@ -191,9 +193,9 @@ def _append_locked(state: BrokerState, req: Produce) -> Any:
     a futex wake as for an inflated JVM monitor), releasing it is a QueuePut at the holder's own time,
     after its charged append work. So no two appends to a partition overlap in simulated time.
     """
-    lock = f"{state.name}.log{req.partition}.lock"
-    if req.partition not in state.log_locks:  # the token is made by the partition's first append
-        state.log_locks.add(req.partition)
+    lock = f"{state.name}.log{batch.partition}.lock"
+    if batch.partition not in state.log_locks:  # the token is made by the partition's first append
+        state.log_locks.add(batch.partition)
         yield QueuePut(lock, True)
     # Take it at this thread's own time: a thread running ahead of the simulator clock (CPU debt)
     # would otherwise take the token back, in the simulator's order of events, before the threads
@@ -201,50 +203,100 @@ def _append_locked(state: BrokerState, req: Produce) -> Any:
     # burst while they starve. Caught up (a wait, no CPU), threads take it in the order of their time.
     yield Sleep(0.0)
     yield QueueGet(lock)
-    log = state.logs[req.partition]
-    yield Compute("append", req.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
-    yield Compute("copy", len(req.data))  # append to the page cache, with the offsets assigned
-    entry = log.append(len(req.data), req.records, assign_offsets(req.data, log.leo))
+    log = state.logs[batch.partition]
+    yield Compute("append", batch.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
+    yield Compute("copy", len(batch.data))  # append to the page cache, with the offsets assigned
+    entry = log.append(len(batch.data), batch.records, assign_offsets(batch.data, log.leo))
     yield QueuePut(lock, True)  # released at this thread's time, when its append work is done
     return entry
 
 
-def _fetch(p: KafkaParams, state: BrokerState, conn: Any, req: Fetch) -> Any:
-    log = state.logs[req.partition]
-    if req.replica is not None:
-        log.follower_leo[req.replica] = req.offset
-        if log.advance_hw(state.isr_size[req.partition]):
-            yield from _complete_delayed_produce(state, req.partition)
+def _complete_delayed_produce(state: BrokerState, advanced: set[int]) -> Any:
+    """Answer the parked acks=all requests whose partitions are now all below the high watermark."""
+    ready, still = [], []
+    for d in state.delayed_produce:
+        covered = not advanced.isdisjoint(d.waiting) and all(state.logs[q].hw > last for q, last in d.waiting.items())
+        (ready if covered else still).append(d)
+    state.delayed_produce = still  # before answering: another thread may complete requests meanwhile
+    for d in ready:
+        yield from _respond(state, d.conn, d.response, d.response.nbytes)
+
+
+# --- fetch --------------------------------------------------------------------------------
+
+
+def _fetch(p: KafkaParams, state: BrokerState, conn: Any, req: FetchRequest) -> Any:
+    if req.replica is not None:  # a follower's fetch offsets are its log ends: the high watermark may follow
+        advanced = set()
+        for part in req.partitions:
+            log = state.logs[part.partition]
+            log.follower_leo[req.replica] = part.offset
+            if log.advance_hw(state.isr_size[part.partition]):
+                advanced.add(part.partition)
+        if advanced:
+            yield from _complete_delayed_produce(state, advanced)
             yield from _data_changed(state)
-    reply, nbytes = _fetch_reply(log, req)
-    if nbytes >= req.min_bytes or req.max_wait_ns <= 0:
-        yield from _respond(state, conn, reply, FETCH_RESPONSE_OVERHEAD + nbytes, zero_copy=True)
+    reply = _fetch_reply(state, req)
+    if reply.data_bytes >= req.min_bytes or req.max_wait_ns <= 0:
+        yield from _respond(state, conn, reply, reply.nbytes, zero_copy=True)
     else:
         now = yield Clock()
-        state.delayed_fetch.append((now + req.max_wait_ns, conn, req))
+        state.delayed_fetch.append(DelayedFetch(now + req.max_wait_ns, conn, req))
         yield from _data_changed(state)
+
+
+def _fetch_reply(state: BrokerState, req: FetchRequest) -> FetchResponse:
+    """ReplicaManager.readFromLocalLog: the partitions in order, each up to its limit, all up to the request's.
+
+    A consumer reads below the high watermark, a follower below the log end. The first batch of
+    the first partition that has one is returned even above the limits (``minOneMessage``); after
+    that a partition whose next batch does not fit what is left returns nothing.
+    """
+    left, min_one = req.max_bytes, True
+    out = []
+    for part in req.partitions:
+        log = state.logs[part.partition]
+        upto = log.leo if req.replica is not None else log.hw
+        limit = min(part.max_bytes, left)
+        entries = log.read(part.offset, limit, upto)
+        if entries and not min_one and entries[0].size > limit:
+            entries = []
+        batches = [e.data for e in entries if e.data is not None]
+        if batches:
+            min_one = False
+            left = max(0, left - sum(len(b) for b in batches))
+        out.append(FetchReply(part.partition, batches, log.hw, log.leo))
+    return FetchResponse(out)
+
+
+def purgatory(p: KafkaParams, state: BrokerState) -> Any:
+    """Answer delayed fetches once they have ``min_bytes`` or their wait expired."""
+    while True:
+        if not state.purgatory_dirty:
+            deadline = min((d.deadline_ns for d in state.delayed_fetch), default=None)
+            now = yield Clock()
+            timeout = None if deadline is None else max(0.0, deadline - now)
+            yield WaitNotify(f"{state.name}.data", timeout_ns=timeout)
+        state.purgatory_dirty = False
+        now = yield Clock()
+        pending, state.delayed_fetch = state.delayed_fetch, []
+        still = []
+        for d in pending:
+            reply = _fetch_reply(state, d.request)
+            if reply.data_bytes >= d.request.min_bytes or now >= d.deadline_ns:
+                yield from _respond(state, d.conn, reply, reply.nbytes, zero_copy=True)
+            else:
+                still.append(d)
+        state.delayed_fetch.extend(still)  # fetches parked while we answered stay parked
+
+
+# --- responses ----------------------------------------------------------------------------
 
 
 def _data_changed(state: BrokerState) -> Any:
     """Tell the purgatory to look again (the flag covers a notify it was too busy to see)."""
     state.purgatory_dirty = True
     yield Notify(f"{state.name}.data")
-
-
-def _fetch_reply(log: PartitionLog, req: Fetch) -> tuple[FetchReply, int]:
-    upto = log.leo if req.replica is not None else log.hw
-    entries = log.read(req.offset, req.max_bytes, upto)
-    batches = [e.data for e in entries if e.data is not None]
-    return FetchReply(req.partition, batches, log.hw, log.leo), sum(len(b) for b in batches)
-
-
-def _complete_delayed_produce(state: BrokerState, partition: int) -> Any:
-    waiting = state.delayed_produce.get(partition, [])
-    hw = state.logs[partition].hw
-    ready = [w for w in waiting if w[0] < hw]
-    state.delayed_produce[partition] = [w for w in waiting if w[0] >= hw]
-    for _, conn, ack in ready:
-        yield from _respond(state, conn, ack, PRODUCE_RESPONSE_BYTES)
 
 
 def _respond(state: BrokerState, conn: Any, message: Any, nbytes: int, zero_copy: bool = False) -> Any:
@@ -283,60 +335,3 @@ def _done(state: BrokerState, conn: Any) -> Any:
         yield QueuePut(f"{state.name}.requests", waiting.popleft())
     else:
         state.busy.discard(conn.conn_id)
-
-
-def purgatory(p: KafkaParams, state: BrokerState) -> Any:
-    """Answer delayed fetches once they have ``fetch.min.bytes`` or their wait expired."""
-    while True:
-        if not state.purgatory_dirty:
-            deadline = min((d for d, _, _ in state.delayed_fetch), default=None)
-            now = yield Clock()
-            timeout = None if deadline is None else max(0.0, deadline - now)
-            yield WaitNotify(f"{state.name}.data", timeout_ns=timeout)
-        state.purgatory_dirty = False
-        now = yield Clock()
-        pending, state.delayed_fetch = state.delayed_fetch, []
-        still = []
-        for deadline_ns, conn, req in pending:
-            reply, nbytes = _fetch_reply(state.logs[req.partition], req)
-            if nbytes >= req.min_bytes or now >= deadline_ns:
-                yield from _respond(state, conn, reply, FETCH_RESPONSE_OVERHEAD + nbytes, zero_copy=True)
-            else:
-                still.append((deadline_ns, conn, req))
-        state.delayed_fetch.extend(still)  # fetches parked while we answered stay parked
-
-
-def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions: list[int], net: int) -> Any:
-    """A follower's replica fetcher: pull from the leader, append, repeat (replica.fetch.*)."""
-    from kdlab.ops import TcpConnect
-
-    conn = yield TcpConnect(f"{leader}.net{net}")
-    per = p.records_per_batch
-    total = {q: -(-p.records_total // per) * per * producers_of(p, q) for q in partitions}
-    while any(state.logs[q].leo < total[q] for q in partitions):
-        for q in partitions:
-            log = state.logs[q]
-            if log.leo >= total[q]:
-                continue
-            fetch = Fetch(q, log.leo, 1024 * 1024, 1, 500e6, replica=state.name)
-            yield TcpSend(conn, fetch, FETCH_REQUEST_BYTES)
-            _, reply = yield TcpRecv(conn)
-            for data in reply.batches:
-                yield Compute("crc32c", len(data))
-                info = check_batch(data)
-                if info is None:
-                    raise DatapathError(f"{state.name}: replica fetch of partition {q} returned a corrupt batch")
-                yield Compute("append", 0)  # a follower's append: no LogValidator, the rest of the path
-                yield Compute("copy", len(data))
-                log.append(len(data), info.records, data)
-            log.hw = max(log.hw, min(reply.hw, log.leo))
-    # one last fetch tells the leader our final log end, so its high watermark completes
-    for q in partitions:
-        yield TcpSend(conn, Fetch(q, state.logs[q].leo, 1024 * 1024, 1, 0.0, replica=state.name), FETCH_REQUEST_BYTES)
-        yield TcpRecv(conn)
-    return None
-
-
-def producers_of(p: KafkaParams, partition: int) -> int:
-    """How many producers write to ``partition`` (producer i writes partition i mod partitions)."""
-    return sum(1 for i in range(p.producers) if i % p.partitions == partition)

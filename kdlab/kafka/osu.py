@@ -4,13 +4,16 @@ Inferred from OSU's descriptions (kafkadirect.md): the client-broker socket is
 replaced by an RC QP; a request is serialised into a registered send buffer and
 SENT; the broker's RDMA network thread copies it out of its receive buffer into the
 heap and queues it for Kafka's I/O threads, which handle it exactly as in Apache
-Kafka (:mod:`kdlab.kafka.apache`); the response is SENT back the same way. Copies
-and the JVM request path stay; only the kernel TCP stack leaves. Replication between
-brokers stays on TCP. The RDMA network thread and the clients busy-poll their CQs (also
-inferred), so neither a request's arrival nor a response's hand-back wakes a thread; a
-request still wakes a parked I/O thread through the request queue. Messages are
-serialised with :mod:`kdlab.codec` (typed, never pickled), so a receive buffer can hold
-only data, never code to run.
+Kafka (:mod:`kdlab.kafka.apache`); the response is SENT back the same way. The clients
+are Kafka's (:mod:`kdlab.kafka.sender`, :mod:`kdlab.kafka.fetcher`) over
+:class:`VerbsLinks`: a channel per broker, all receiving on one CQ, so a producer waits
+for an ack from any broker (or a linger, ``WaitCq(timeout_ns=...)``) and a consumer for
+any of its outstanding fetches. Copies and the JVM request path stay; only the kernel
+TCP stack leaves. Replication between brokers stays on TCP. The RDMA network thread
+and the clients busy-poll their CQs (also inferred), so neither a request's arrival
+nor a response's hand-back wakes a thread; a request still wakes a parked I/O thread
+through the request queue. Messages are serialised with :mod:`kdlab.codec` (typed,
+never pickled), so a receive buffer can hold only data, never code to run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdlab.codec import CodecError, decode, encode
-from kdlab.kafka import apache, clients
+from kdlab.kafka import apache
 from kdlab.kafka.params import KafkaParams
 from kdlab.ops import (
     ConnectQp,
@@ -40,11 +43,21 @@ from kdlab.sendq import SendQueue
 from kdlab.verbs import Opcode, QpCap, RecvWR, SendWR
 
 DEPTH = 16  # receive buffers posted per peer
+SLOT_MARGIN = 4096  # headers and the codec's framing around a message's record bytes
 
 
-def _slot_bytes(p: KafkaParams) -> int:
-    """Largest message: a fetch reply of fetch_bytes or a produce request, plus headers."""
-    return max(p.fetch_bytes, p.batch_size) + 4096
+def slot_bytes(p: KafkaParams, produce_partitions: int = 0, fetch_partitions: int = 0) -> int:
+    """A channel's buffer: the largest message it carries, plus headers and the codec's framing.
+
+    A producer's channel carries produce requests: up to one batch per partition the broker
+    leads for it, at most ``max.request.size`` (at least one batch). A consumer's carries fetch
+    responses: up to ``max.partition.fetch.bytes`` per partition, at most ``fetch.max.bytes``,
+    the first batch even if larger.
+    """
+    produce = max(p.batch_size, min(p.max_request_bytes, produce_partitions * p.batch_size))
+    fetch = min(p.fetch_max_bytes, fetch_partitions * p.fetch_bytes) + p.batch_size * (fetch_partitions > 1)
+    largest = max(produce if produce_partitions else 0, max(fetch, p.batch_size) if fetch_partitions else 0)
+    return largest + SLOT_MARGIN + 64 * max(produce_partitions - 1, fetch_partitions - 1, 0)
 
 
 @dataclass
@@ -79,8 +92,7 @@ class Endpoint:
             raise DatapathError(f"a received message does not decode: {err}") from None
 
 
-def _endpoint(p: KafkaParams, me: str, peer: str, recv_cq: Any = None) -> Any:
-    slot = _slot_bytes(p)
+def _endpoint(me: str, peer: str, slot: int, recv_cq: Any = None) -> Any:
     send_cq = yield CreateCq(4 * DEPTH)  # the QP's own: its SendQueue reaps it
     recv_cq = recv_cq or (yield CreateCq(4 * DEPTH))
     qp = yield CreateQp(send_cq, recv_cq, QpCap(4 * DEPTH, DEPTH))
@@ -95,27 +107,36 @@ def _endpoint(p: KafkaParams, me: str, peer: str, recv_cq: Any = None) -> Any:
     return ep
 
 
-class VerbsLink:
-    """The client side: Kafka's request protocol over SEND/RECV."""
+class VerbsLinks:
+    """A client's channels, one per broker (``slots``: broker -> buffer bytes), sharing one receive CQ."""
 
-    def __init__(self, p: KafkaParams, me: str, broker: str) -> None:
-        self.p, self.me, self.broker = p, me, broker
-        self.ep: Endpoint | None = None
+    def __init__(self, me: str, slots: dict[str, int]) -> None:
+        self.me, self.slots = me, slots
+        self.eps: dict[str, Endpoint] = {}
+        self._broker_of: dict[int, str] = {}
+        self.recv_cq: Any = None
 
     def connect(self) -> Any:
-        self.ep = yield from _endpoint(self.p, self.me, self.broker)
-        yield Lookup(f"osu.{self.broker}.ready")
+        self.recv_cq = yield CreateCq(4 * DEPTH * len(self.slots))
+        for broker, slot in self.slots.items():
+            self.eps[broker] = ep = yield from _endpoint(self.me, broker, slot, self.recv_cq)
+            self._broker_of[ep.qp.qp_num] = broker
+        for broker in self.slots:
+            yield Lookup(f"osu.{broker}.ready")
 
-    def send(self, message: Any, nbytes: int) -> Any:
-        assert self.ep is not None
-        yield from self.ep.post_send(message)
+    def send(self, broker: str, message: Any, nbytes: int) -> Any:
+        yield from self.eps[broker].post_send(message)
 
-    def recv(self) -> Any:
-        assert self.ep is not None
-        (wc,) = yield WaitCq(self.ep.recv_cq, 1)
+    def recv(self, timeout_ns: float | None = None) -> Any:
+        """The next message from any broker -> ``(broker, message)``, or None after ``timeout_ns``."""
+        got = yield WaitCq(self.recv_cq, 1, timeout_ns=timeout_ns)
+        if not got:
+            return None
+        (wc,) = got
         if not wc.ok:
             raise DatapathError(f"{self.me}: receive failed: {wc}")
-        return (yield from self.ep.take(wc))
+        broker = self._broker_of[wc.qp_num]
+        return broker, (yield from self.eps[broker].take(wc))
 
 
 @dataclass(eq=False)
@@ -130,12 +151,13 @@ class Peer:
         yield from self.ep.post_send(message)
 
 
-def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: list[str]) -> Any:
-    """The broker's RDMA network thread: one receive CQ for all clients, requests to the I/O threads."""
+def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: dict[str, int]) -> Any:
+    """The broker's RDMA network thread: one receive CQ for all clients (name -> buffer bytes), requests to the
+    I/O threads."""
     recv_cq = yield CreateCq(4 * DEPTH * max(1, len(clients_)))
     peers: dict[int, Peer] = {}
-    for client in clients_:
-        ep = yield from _endpoint(p, state.name, client, recv_cq)
+    for client, slot in clients_.items():
+        ep = yield from _endpoint(state.name, client, slot, recv_cq)
         peers[ep.qp.qp_num] = Peer(ep.qp.qp_num, ep)
     yield Publish(f"osu.{state.name}.ready", True)
     while True:
@@ -149,22 +171,3 @@ def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: list[str
                 continue
             state.busy.add(peer.conn_id)
             yield QueuePut(f"{state.name}.requests", (peer, request), capacity=p.queued_max_requests)
-
-
-def producer(
-    p: KafkaParams, pid: int, partition: int, service: str, broker: str, e2e: clients.EndToEnd | None = None
-) -> Any:
-    return (yield from clients.producer(p, pid, partition, service, VerbsLink(p, f"producer{pid}", broker), e2e))
-
-
-def consumer(
-    p: KafkaParams,
-    cid: int,
-    partition: int,
-    service: str,
-    expected_records: int,
-    broker: str,
-    e2e: clients.EndToEnd | None = None,
-) -> Any:
-    link = VerbsLink(p, f"consumer{cid}", broker)
-    return (yield from clients.consumer(p, cid, partition, service, expected_records, link, e2e))

@@ -1,9 +1,17 @@
 """The ``kafka`` workload: a Kafka, OSU-Kafka or KafkaDirect cluster run, and its metrics.
 
-One row per run: throughput (records/s and MB/s, aggregate), produce-ack and
-end-to-end latency percentiles, consumer throughput, CPU busy time per thread class,
-registered memory per broker and client, and ``delivery_ok``: every produced record
-was consumed exactly once, in order per producer.
+One row per run: offered and achieved produce rate (records/s and MB/s, aggregate),
+produce-ack and end-to-end latency percentiles per record, consumer throughput, CPU busy
+time per thread class, registered memory per broker and client, and ``delivery_ok``:
+every consumer group read every record exactly once, in order per producer and
+partition, with contiguous offsets and the bytes its producer wrote.
+
+Per-record latencies: a batch's records are spread evenly between its first and last
+send (and timestamp), so ``ack - sent`` and ``received - timestamp`` are computed per
+record with numpy (clients that report only per-batch latencies are counted per batch).
+With ``duration_ms`` the measured window is ``[first send + warmup_ms, + duration_ms)``:
+rates count the records sent (acknowledged, received) in it, latencies the records sent
+in it; otherwise rates run from the first send to the last ack (delivery).
 """
 
 from __future__ import annotations
@@ -15,56 +23,173 @@ from typing import Any
 import numpy as np
 
 from kdlab.engines import point_engine
-from kdlab.kafka.batches import BatchFactory
-from kdlab.kafka.cluster import build
+from kdlab.kafka.batches import batch_factory
+from kdlab.kafka.cluster import build, topology
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.records import batch_size_bytes
 from kdlab.spec import ExperimentSpec, Point, validate_points
 
 PERCENTILES = {"p50": 50, "p99": 99, "p999": 99.9}
 #: What this workload's metrics are (they are kdlab's, not an artifact tool's: see kdlab.workloads.artifact).
 DEFINITION = (
-    "kdlab kafka run, all samples, numpy linear percentiles: ack_latency = send() to get() on the producer's "
-    "application thread; e2e_latency = the batch's timestamp to its delivery by a concurrent consumer (tailing "
-    "unless consume_after_produce); fetch_latency = each fetch request (TCP/OSU) or data READ (KafkaDirect); "
-    "throughput = records over the first send to the last ack (or delivery)"
+    "kdlab kafka run, numpy linear percentiles over records (a batch's records evenly spaced between its first and "
+    "last send): ack_latency = send() to the ack on the producer's application thread; e2e_latency = the record's "
+    "timestamp to its batch's fetch response at a concurrent consumer (tailing unless consume_after_produce); "
+    "fetch_latency = each fetch request (TCP/OSU) or data READ (KafkaDirect); throughput = records over the first "
+    "send to the last ack (or delivery), or with duration_ms records sent in the measured window after warm-up"
 )
 
 
-def _pcts(prefix: str, samples_ns: list[float]) -> dict[str, float]:
-    if not samples_ns:
+def _pcts(prefix: str, samples_ns: Any) -> dict[str, float]:
+    a = np.asarray(samples_ns, dtype=float) / 1e3
+    if not a.size:
         return {f"{prefix}_{k}_us": float("nan") for k in [*PERCENTILES, "max"]}
-    a = np.asarray(samples_ns) / 1e3
     out = {f"{prefix}_{k}_us": float(np.percentile(a, q)) for k, q in PERCENTILES.items()}
     out[f"{prefix}_max_us"] = float(a.max())
     return out
 
 
-def delivery_ok(results: dict[str, Any], p: KafkaParams) -> bool:
-    """Every consumer got each of its partition's batches exactly once, in order per producer.
+def per_record(rows: Any, first: int, last: int, at: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batches as rows (records in column 1, first and last time in ``first``/``last``, event time in ``at``)
+    -> each record's time (evenly spaced in its batch) and its batch's event time."""
+    t = np.asarray(rows, dtype=float).reshape(-1, max(first, last, at) + 1)
+    n = t[:, 1].astype(np.int64)
+    idx = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    step = np.repeat((t[:, last] - t[:, first]) / np.maximum(n - 1, 1), n)
+    return np.repeat(t[:, first], n) + idx * step, np.repeat(t[:, at], n)
 
-    Also: offsets run from 0 without gap or overlap in delivery order, and each batch's
-    CRC (which covers every byte after it) is the one its producer computed.
-    """
-    per = p.records_per_batch
-    n_batches = -(-p.records_total // per)
-    factory = BatchFactory(p.records_per_batch, p.record_bytes)
-    for name, out in results.items():
-        if not name.startswith("consumer"):
+
+# --- delivery -------------------------------------------------------------------------------
+
+
+def delivery_ok(results: dict[str, Any], p: KafkaParams) -> bool:
+    """Every consumer group read each partition's batches exactly once, in order, as its producers wrote them."""
+    return not delivery_problems(results, p)
+
+
+def _written(results: dict[str, Any], p: KafkaParams) -> dict[int, dict[int, int]]:
+    """Partition -> producer -> records it wrote there."""
+    out: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for w in topology(p).producers:
+        res = results.get(w.name)
+        if res is None:
             continue
-        q = int(name.removeprefix("consumer")) % p.partitions
-        seen: dict[int, list[int]] = defaultdict(list)
-        offset = 0
-        for producer_id, base_sequence, records, base_offset, timestamp, crc in out["delivered"]:
-            if base_offset != offset or crc != factory.crc(producer_id, base_sequence, timestamp):
-                return False
-            offset += records
-            seen[producer_id].append(base_sequence)
-        writers = [i for i in range(p.producers) if i % p.partitions == q]
-        if sorted(seen) != writers:
-            return False
-        if any(seen[i] != [b * per for b in range(n_batches)] for i in writers):
-            return False
-    return True
+        if "sent" in res:
+            for q, records, *_ in res["sent"]:
+                out[q][w.pid] += records
+        else:  # a producer that reports no batches writes partition pid mod partitions
+            out[w.pid % p.partitions][w.pid] += res["records"]
+    return out
+
+
+def delivery_problems(results: dict[str, Any], p: KafkaParams) -> list[str]:
+    """What is wrong with the delivery, one line each (empty: every group read everything exactly once).
+
+    Per group and partition: batches from one consumer only; offsets from 0 without gap or overlap; per
+    producer, base sequences contiguous from 0 and as many records as it wrote there; each batch's CRC
+    (which covers every byte after it) the one its producer computed for those records and times.
+    """
+    written = _written(results, p)
+    groups: dict[tuple[int, int], dict[int, list[tuple[str, tuple, int]]]] = defaultdict(lambda: defaultdict(list))
+    for c in topology(p).consumers:
+        res = results.get(c.name)
+        if res is None:
+            continue
+        stamps = [r[3] for r in res.get("received", [])] or [d[4] for d in res["delivered"]]
+        if len(stamps) != len(res["delivered"]):
+            return [f"{c.name}: {len(res['delivered'])} batches delivered, {len(stamps)} received"]
+        for d, max_ts in zip(res["delivered"], stamps, strict=True):
+            q = d[6] if len(d) > 6 else c.cid % p.partitions
+            groups[c.topic, c.group][q].append((c.name, d, max_ts))
+    problems = []
+    for (t, g), by_partition in groups.items():
+        for q in topology(p).topic_partitions(t):
+            got = by_partition.get(q, [])
+            if not got and not sum(written.get(q, {}).values()):
+                continue
+            problems += [f"group {g} partition {q}: {x}" for x in _partition_problems(p, got, written.get(q, {}))]
+    if not groups and any(written.values()) and topology(p).consumers:
+        problems.append("no consumer delivered anything")
+    return problems
+
+
+def _partition_problems(p: KafkaParams, got: list[tuple[str, tuple, int]], wrote: dict[int, int]) -> list[str]:
+    readers = {name for name, _, _ in got}
+    if len(readers) > 1:
+        return [f"read by {sorted(readers)}"]
+    offset = 0
+    sequence: dict[int, int] = defaultdict(int)
+    for _, (pid, base_sequence, records, base_offset, timestamp, crc, *_), max_ts in got:
+        if base_offset != offset:
+            return [f"batch at offset {base_offset}, expected {offset}"]
+        if base_sequence != sequence[pid]:
+            return [f"producer {pid}: base sequence {base_sequence}, expected {sequence[pid]}"]
+        if crc != batch_factory(records, p.record_bytes).crc(pid, base_sequence, timestamp, max_ts):
+            return [f"batch at offset {base_offset}: CRC differs from what producer {pid} wrote"]
+        offset += records
+        sequence[pid] += records
+    missing = {pid: (n, sequence.get(pid, 0)) for pid, n in wrote.items() if sequence.get(pid, 0) != n}
+    return [f"producer {pid} wrote {n} records, {k} read" for pid, (n, k) in missing.items()]
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def _window(p: KafkaParams, producers: list[dict]) -> tuple[float, float] | None:
+    """The measured window ``[first send + warm-up, + duration)``, or None for a run of a fixed record count."""
+    if not p.duration_ms:
+        return None
+    start = min(r["t_first_ns"] for r in producers) + p.warmup_ms * 1e6
+    return start, start + p.duration_ms * 1e6
+
+
+def produce_metrics(p: KafkaParams, producers: list[dict]) -> dict[str, Any]:
+    window = _window(p, producers)
+    sent = [s for r in producers for s in r.get("sent", [])]
+    if sent and len(sent) == sum(len(r.get("sent", [])) for r in producers) and all("sent" in r for r in producers):
+        sent_at, acked_at = per_record(sent, 4, 5, 6)
+        batches = np.asarray(sent, dtype=float)
+        n = batches[:, 1].astype(np.int64)
+        sizes = np.array([batch_size_bytes(int(k), None, p.record_bytes) for k in n], dtype=float)
+        record_bytes = np.repeat(sizes / n, n)
+        latency = acked_at - sent_at
+    else:  # per-batch reports only
+        sent_at = acked_at = np.zeros(0)
+        record_bytes = np.zeros(0)
+        latency = np.asarray([x for r in producers for x in r["ack_latency_ns"]], dtype=float)
+    out: dict[str, Any] = {"offered_records_per_s": p.producer_rate * len(producers)}  # 0: closed loop
+    if window is None or not sent_at.size:
+        span = (max(r["t_last_ns"] for r in producers) - min(r["t_first_ns"] for r in producers)) * 1e-9
+        out.update(produce_records_per_s=sum(r["records"] for r in producers) / span,
+                   produce_mb_per_s=sum(r["bytes"] for r in producers) / span / 1e6)  # fmt: skip
+    else:
+        inside = (sent_at >= window[0]) & (sent_at < window[1])
+        seconds = (window[1] - window[0]) * 1e-9
+        latency = latency[inside]
+        out.update(produce_records_per_s=float(inside.sum()) / seconds,
+                   produce_mb_per_s=float(record_bytes[inside].sum()) / seconds / 1e6)  # fmt: skip
+    out.update(batch_bytes_on_wire=p.batch_size, **_pcts("ack_latency", latency))
+    return out
+
+
+def consume_metrics(p: KafkaParams, producers: list[dict], consumers: list[dict]) -> dict[str, Any]:
+    window = _window(p, producers)
+    received = [r for c in consumers for r in c.get("received", [])]
+    if received and all("received" in c for c in consumers):
+        stamped, got_at = per_record(received, 2, 3, 4)
+        e2e = got_at - stamped
+    else:
+        stamped = got_at = np.zeros(0)
+        e2e = np.asarray([x for c in consumers for x in c["e2e_latency_ns"]], dtype=float)
+    if window is None or not got_at.size:
+        reading = [c for c in consumers if c["records"]] or consumers
+        span = (max(c["t_last_ns"] for c in reading) - min(c["t_first_ns"] for c in reading)) * 1e-9
+        rate = sum(c["records"] for c in consumers) / span if span > 0 else float("nan")
+    else:
+        rate = float(((got_at >= window[0]) & (got_at < window[1])).sum()) / ((window[1] - window[0]) * 1e-9)
+        e2e = e2e[(stamped >= window[0]) & (stamped < window[1])]
+    return {"consume_records_per_s": rate, **_pcts("e2e_latency", e2e),
+            **_pcts("fetch_latency", [x for c in consumers for x in c["fetch_latency_ns"]])}  # fmt: skip
 
 
 def _thread_class(role: str) -> str:
@@ -84,39 +209,33 @@ class KafkaWorkload:
         producers = [v for k, v in results.items() if k.startswith("producer")]
         consumers = [v for k, v in results.items() if k.startswith("consumer")]
         row: dict[str, Any] = {**p.model_dump(), "definition": DEFINITION}
-        span = (max(r["t_last_ns"] for r in producers) - min(r["t_first_ns"] for r in producers)) * 1e-9
-        records = sum(r["records"] for r in producers)
-        row.update(
-            produce_records_per_s=records / span,
-            produce_mb_per_s=sum(r["bytes"] for r in producers) / span / 1e6,
-            batch_bytes_on_wire=p.batch_size,
-            **_pcts("ack_latency", [x for r in producers for x in r["ack_latency_ns"]]),
-        )
+        row.update(produce_metrics(p, producers))
         if consumers:
-            cspan = (max(r["t_last_ns"] for r in consumers) - min(r["t_first_ns"] for r in consumers)) * 1e-9
-            row.update(
-                consume_records_per_s=sum(r["records"] for r in consumers) / cspan,
-                **_pcts("e2e_latency", [x for r in consumers for x in r["e2e_latency_ns"]]),
-                **_pcts("fetch_latency", [x for r in consumers for x in r["fetch_latency_ns"]]),
-            )
+            row.update(consume_metrics(p, producers, consumers))
         row["delivery_ok"] = delivery_ok(results, p)
         stats = getattr(engine, "stats", None)
         if stats is not None:  # kdsim: CPU per thread class, registered memory
-            sim_s = stats.sim_time_ns * 1e-9
-            busy: dict[str, float] = defaultdict(float)
-            for role, ns in stats.role_cpu_busy_ns.items():
-                busy[_thread_class(role)] += ns
-            for cls, ns in sorted(busy.items()):
-                row[f"cpu_{cls}_cores"] = ns * 1e-9 / sim_s
-            util = stats.utilisation  # per host: NIC processing units, PCIe, RDMA uplink
-            brokers = [h for h in util if h.startswith("b")]
-            row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
-            row["nic_pu_util_broker"] = max((util[h].get("pu", 0.0) for h in brokers), default=0.0)
-            tcp = engine.sockets.uplinks  # type: ignore[attr-defined]
-            row["tcp_link_util_broker"] = max(
-                (tcp[h].busy_ns / stats.sim_time_ns for h in tcp if h.startswith("b")), default=0.0
-            )
-            mem = {h: m.registered_bytes for h, m in engine.memories.items()}  # type: ignore[attr-defined]
-            row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
-            row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6
+            row.update(_sim_stats(engine, stats))
         return [row]
+
+
+def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
+    row: dict[str, float] = {}
+    sim_s = stats.sim_time_ns * 1e-9
+    busy: dict[str, float] = defaultdict(float)
+    for role, ns in stats.role_cpu_busy_ns.items():
+        busy[_thread_class(role)] += ns
+    for cls, ns in sorted(busy.items()):
+        row[f"cpu_{cls}_cores"] = ns * 1e-9 / sim_s
+    util = stats.utilisation  # per host: NIC processing units, PCIe, RDMA uplink
+    brokers = [h for h in util if h.startswith("b")]
+    row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
+    row["nic_pu_util_broker"] = max((util[h].get("pu", 0.0) for h in brokers), default=0.0)
+    tcp = engine.sockets.uplinks
+    row["tcp_link_util_broker"] = max(
+        (tcp[h].busy_ns / stats.sim_time_ns for h in tcp if h.startswith("b")), default=0.0
+    )
+    mem = {h: m.registered_bytes for h, m in engine.memories.items()}
+    row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
+    row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6
+    return row

@@ -21,6 +21,7 @@ import pytest
 from kdlab.kafka import apache
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.protocol import Produce
 from kdlab.ops import Clock, Compute, QueueGet
 from kdsim.engine import SimEngine
 
@@ -52,12 +53,12 @@ def _spied_io_thread(spans: list[tuple[int, float, float]]) -> Any:
     return io_thread
 
 
-def _spied_produce(spans: list[tuple[int, float, float]]) -> Any:
-    """_produce, recording (partition, start, end) of each append's work: LogValidator and the copy."""
-    real = apache._produce
+def _spied_append(spans: list[tuple[int, float, float]]) -> Any:
+    """_append_locked, recording (partition, start, end) of each append's work: LogValidator and the copy."""
+    real = apache._append_locked
 
-    def produce(p: KafkaParams, state: apache.BrokerState, conn: Any, req: apache.Produce) -> Any:
-        gen = real(p, state, conn, req)
+    def append(state: apache.BrokerState, batch: Produce) -> Any:
+        gen = real(state, batch)
         value: Any = None
         start: float | None = None
         while True:
@@ -70,10 +71,10 @@ def _spied_produce(spans: list[tuple[int, float, float]]) -> Any:
             value = yield op
             if isinstance(op, Compute) and op.kind == "copy" and start is not None:
                 end = yield Clock()
-                spans.append((req.partition, start, end))
+                spans.append((batch.partition, start, end))
                 start = None
 
-    return produce
+    return append
 
 
 def _overlaps(spans: list[tuple[int, float, float]]) -> list[tuple[Any, Any]]:
@@ -93,11 +94,17 @@ def _run(**params: Any) -> tuple[SimEngine, dict]:
     return engine, results
 
 
+SPREAD = {"producers": 2, "partitions": 6, "brokers": 3, "partitioner": "round-robin", "consumers": 2,
+          "replication_factor": 2, "bytes_per_producer": 100_000}  # fmt: skip
+
+
 @pytest.mark.parametrize("system", ["kafka", "osu"])
-def test_one_connections_requests_never_overlap(system: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shape", [{"producers": 1, "partitions": 1}, SPREAD], ids=["one-partition", "spread"])
+def test_one_connections_requests_never_overlap(system: str, shape: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also when clients talk to several brokers with requests of several partitions each, and followers fetch."""
     spans: list[tuple[int, float, float]] = []
     monkeypatch.setattr(apache, "io_thread", _spied_io_thread(spans))
-    _run(system=system, producers=1, partitions=1)
+    _run(system=system, **shape)
     assert len(spans) > 20
     assert _overlaps(spans) == []
 
@@ -117,7 +124,7 @@ def test_appends_to_one_partition_from_several_connections_never_overlap(
     system: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spans: list[tuple[int, float, float]] = []
-    monkeypatch.setattr(apache, "_produce", _spied_produce(spans))
+    monkeypatch.setattr(apache, "_append_locked", _spied_append(spans))
     engine, _ = _run(system=system, producers=4, partitions=1)
     assert len(spans) > 40
     assert _overlaps(spans) == []
@@ -127,7 +134,7 @@ def test_appends_to_one_partition_from_several_connections_never_overlap(
 def test_appends_to_different_partitions_may_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
     """The lock is per partition: two producers on two partitions append in parallel."""
     spans: list[tuple[int, float, float]] = []
-    monkeypatch.setattr(apache, "_produce", _spied_produce(spans))
+    monkeypatch.setattr(apache, "_append_locked", _spied_append(spans))
     _run(system="kafka", producers=2, partitions=2)
     assert {q for q, _, _ in spans} == {0, 1}
     merged = [(0, s, e) for _, s, e in spans]  # as if they were one partition

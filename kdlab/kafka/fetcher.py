@@ -1,0 +1,180 @@
+"""Kafka's consumer: a group member's Fetcher over the partitions assigned to it.
+
+Kafka 2.x (``KafkaConsumer``, ``Fetcher``): the group assigns the consumer its
+partitions (:meth:`~kdlab.kafka.topology.Topology.consumers`: range or round-robin).
+The Fetcher sends *one* FetchRequest per leader broker covering every assigned
+partition that broker leads, each from the consumer's position with
+``max.partition.fetch.bytes``, the response at most ``fetch.max.bytes``, waiting up to
+``fetch.max.wait.ms`` for ``fetch.min.bytes``; it never has a second fetch outstanding to
+a broker, so a consumer whose partitions lie on several brokers waits on all its
+connections at once and answers whichever comes first. Partitions that returned data
+move to the end of the next request (fair fetching under ``fetch.max.bytes``).
+
+Each batch handed up costs the consumer a CRC pass (``check.crcs``) and a copy
+(deserialisation). Every fetch request is timed as the artifact's instrumented Fetcher
+does, from before the request is built to the response handled, in
+``fetch_data_latency_ns`` if it carried a batch and ``fetch_empty_latency_ns`` if not.
+
+**Start**: at once (tailing); with ``consume_after_produce`` once every producer that may
+write its partitions is done; with ``backlog_bytes`` once each of them has had its share
+of the backlog acknowledged (``backlog{pid}``, published by :mod:`kdlab.kafka.sender`):
+OMB's consumers resume when that much is unread.
+
+**End**: when every assigned partition has been read to its end. The end is known in
+advance where each writer's records all go to one partition (``ends``, closed-loop runs
+of KafkaDirect-style ``fixed`` producers); otherwise the consumer learns it from the
+producers' ``produced{pid}`` publications, which it peeks at (``Lookup(wait=False)``) each
+time a response leaves it caught up with the high watermark. Then ``t_last_ns`` is when
+the last batch was handed up, not the last (empty) fetch's return.
+
+Result: ``records``, ``delivered`` (per batch: producer id, base sequence, records, base
+offset, timestamp, CRC, partition), ``received`` (per batch: partition, records, first and
+max timestamp, the time its response was handled), ``e2e_latency_ns`` (per batch,
+response handled - first timestamp), the fetch latencies, ``catchup_latency_ns``
+(EndToEndLatency), ``t_first_ns``, ``t_last_ns``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdlab.kafka.batches import check_batch
+from kdlab.kafka.clients import EndToEnd, delivery, handed_up
+from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.protocol import Fetch, FetchRequest, FetchResponse
+from kdlab.kafka.topology import Consumer
+from kdlab.ops import Clock, Compute, Lookup
+from kdlab.program import DatapathError
+
+
+@dataclass
+class ConsumerStats:
+    delivered: list[tuple[int, ...]] = field(default_factory=list)
+    received: list[tuple[int, int, int, int, float]] = field(default_factory=list)
+    e2e_ns: list[float] = field(default_factory=list)
+    fetch_ns: list[float] = field(default_factory=list)
+    with_data: list[float] = field(default_factory=list)
+    empty: list[float] = field(default_factory=list)
+    catchup: list[float] = field(default_factory=list)
+    records: int = 0
+
+
+class Positions:
+    """The consumer's partitions: position, what the leader said of them, and where they end."""
+
+    def __init__(self, me: Consumer, leaders: dict[int, str], ends: dict[int, int] | None) -> None:
+        self.offset = dict.fromkeys(me.partitions, 0)
+        self.hw = dict.fromkeys(me.partitions, 0)
+        self.end: dict[int, int] = dict(ends or {})
+        self.order: dict[str, list[int]] = {}
+        for q in me.partitions:
+            self.order.setdefault(leaders[q], []).append(q)
+
+    def finished(self, q: int) -> bool:
+        return q in self.end and self.offset[q] >= self.end[q]
+
+    def to_fetch(self, broker: str) -> list[int]:
+        return [q for q in self.order[broker] if not self.finished(q)]
+
+    @property
+    def done(self) -> bool:
+        return all(self.finished(q) for q in self.offset)
+
+    @property
+    def caught_up(self) -> bool:
+        return all(self.offset[q] >= self.hw[q] for q in self.offset)
+
+    def rotate(self, broker: str, with_data: set[int]) -> None:
+        """Partitions that returned data go to the end of the next request."""
+        parts = self.order[broker]
+        self.order[broker] = [q for q in parts if q not in with_data] + [q for q in parts if q in with_data]
+
+
+def consumer(p: KafkaParams, me: Consumer, leaders: dict[int, str], links: Any, writers: list[int],
+             ends: dict[int, int] | None = None, e2e: EndToEnd | None = None) -> Any:  # fmt: skip
+    """Read ``me``'s partitions from offset 0 to their end (see the module's docstring)."""
+    yield from links.connect()
+    produced: dict[int, dict[int, int]] = {}
+    if p.consume_after_produce:
+        for pid in writers:
+            produced[pid] = yield Lookup(f"produced{pid}")
+    elif p.backlog_bytes:
+        for pid in writers:
+            yield Lookup(f"backlog{pid}")
+    pos = Positions(me, leaders, ends)
+    if produced:
+        pos.end = _ends(me, produced)
+    stats = ConsumerStats()
+    t_first = yield Clock()
+    t_last = t_first
+    outstanding: dict[str, float] = {}  # broker -> when its fetch was built
+    max_wait = p.fetch_max_wait_ms * 1e6
+    while not pos.done:
+        for broker in pos.order:
+            parts = pos.to_fetch(broker)
+            if broker in outstanding or not parts:
+                continue
+            if e2e is not None:
+                yield from e2e.wait_ack(len(stats.delivered))  # EndToEndLatency polls only once get() returned
+            outstanding[broker] = yield Clock()  # Fetcher.sendFetches(): before the request is built
+            fetches = [Fetch(q, pos.offset[q], p.fetch_bytes) for q in parts]
+            request = FetchRequest(fetches, p.fetch_max_bytes, p.fetch_min_bytes, max_wait)
+            yield from links.send(broker, request, request.nbytes)
+        broker, response = yield from links.recv()
+        now = yield Clock()  # the response handled (records are parsed later, in fetchedRecords)
+        took = now - outstanding.pop(broker)
+        stats.fetch_ns.append(took)
+        (stats.with_data if response.data_bytes else stats.empty).append(took)
+        with_data = yield from _hand_up(p, pos, response, now, stats, e2e)
+        pos.rotate(broker, with_data)
+        if with_data and ends is None:
+            t_last = now
+        if len(pos.end) < len(pos.offset) and pos.caught_up:  # the end is not known yet: have the producers finished?
+            yield from _peek_ends(me, writers, produced, pos)
+    if ends is not None or not stats.delivered:
+        t_last = yield Clock()
+    return {"records": stats.records, "delivered": stats.delivered, "received": stats.received,
+            "e2e_latency_ns": stats.e2e_ns, "fetch_latency_ns": stats.fetch_ns,
+            "fetch_data_latency_ns": stats.with_data, "fetch_empty_latency_ns": stats.empty,
+            "catchup_latency_ns": stats.catchup, "t_first_ns": t_first, "t_last_ns": t_last}  # fmt: skip
+
+
+def _hand_up(p: KafkaParams, pos: Positions, response: FetchResponse, now: float, stats: ConsumerStats,
+             e2e: EndToEnd | None) -> Any:  # fmt: skip
+    """Check and hand up every batch of a response -> the partitions that returned data."""
+    with_data = set()
+    for reply in response.partitions:
+        q = reply.partition
+        pos.hw[q] = reply.hw
+        for data in reply.batches:
+            if p.check_crcs:
+                yield Compute("crc32c", len(data))  # check.crcs: the consumer checks every batch
+            yield Compute("copy", len(data))  # and deserialises it for the application
+            info = check_batch(data)
+            if info is None or info.base_offset != pos.offset[q]:
+                raise DatapathError(f"partition {q}: a partial or misplaced batch at offset {pos.offset[q]}")
+            stats.delivered.append(delivery(info, q))
+            stats.received.append((q, info.records, info.timestamp, info.max_timestamp, now))
+            stats.e2e_ns.append(now - info.timestamp)
+            pos.offset[q] += info.records
+            stats.records += info.records
+            with_data.add(q)
+            if e2e is not None:
+                yield from handed_up(e2e, len(stats.delivered) - 1, stats.catchup)
+    return with_data
+
+
+def _peek_ends(me: Consumer, writers: list[int], produced: dict[int, dict[int, int]], pos: Positions) -> Any:
+    for pid in writers:
+        if pid not in produced:
+            got = yield Lookup(f"produced{pid}", wait=False)
+            if got is None:
+                return
+            produced[pid] = got
+    pos.end = _ends(me, produced)
+
+
+def _ends(me: Consumer, produced: dict[int, dict[int, int]]) -> dict[int, int]:
+    """Each partition's end offset: the records every producer appended to it."""
+    return {q: sum(counts.get(q, 0) for counts in produced.values()) for q in me.partitions}

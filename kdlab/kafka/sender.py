@@ -1,0 +1,202 @@
+"""Kafka's producer: the application's sends and the Sender thread over the RecordAccumulator.
+
+Kafka 2.x (``KafkaProducer``, ``Sender``, ``RecordAccumulator``), one role standing for
+the application thread and the Sender:
+
+* the application offers records (open loop: at their intended times; closed loop: a
+  full batch whenever the Sender can take one) into the accumulator
+  (:mod:`kdlab.kafka.accumulator`: partitioner, ``batch.size``, ``linger.ms``,
+  ``buffer.memory``);
+* each Sender round, for every broker whose connection may take another request
+  (``max.in.flight.requests.per.connection``), ``drain`` gives at most one sendable batch
+  per partition that broker leads, up to ``max.request.size``, and they go out as *one*
+  produce request (:class:`~kdlab.kafka.protocol.ProduceRequest`);
+* the Sender then waits in its poll for whichever broker answers first, at most until
+  the next batch becomes sendable (a linger expiring, a batch filling), so an ack is
+  timestamped when it arrives; acks=0 completes a batch when it is sent;
+* the run ends when every record was offered, every batch drained and every ack came.
+
+Costs, as the clients of the artifact pay them: a record's copy into its batch
+(``Compute("copy")``, charged when the batch goes out), the batch CRC when the Sender
+closes it (``Compute("crc32c")``), ``sender.wakeup()`` when the Sender sleeps with
+nothing in flight (``Compute("handoff")``), and the future's latch when the application
+waits for its last outstanding send (``Compute("handoff")``). So ``ack_latency_ns`` of a
+closed-loop producer is ProducerLatency's interval, ``send()`` to ``get()``.
+
+A Sender with a ready batch whose broker already has ``max_in_flight`` requests waits for
+an ack without a time-out: a linger expiring meanwhile on another broker is sent with
+the next ack (within one round trip). With ``sequential_e2e`` the producer is
+EndToEndLatency's: one batch at a time, each after the last was delivered
+(:class:`~kdlab.kafka.clients.EndToEnd`).
+
+Result: ``records``, ``bytes``, ``t_first_ns``, ``t_last_ns``, ``ack_latency_ns`` (per
+batch, ack - first record sent) and ``sent``: per batch ``(partition, records,
+intended_first_ns, intended_last_ns, sent_first_ns, sent_last_ns, ack_ns)``. At the end
+it publishes ``produced{pid}``: partition -> records appended, which is how consumers
+know the end; with ``backlog_bytes`` it publishes ``backlog{pid}`` once its share of the
+backlog is acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdlab.kafka.accumulator import Batch, RecordAccumulator
+from kdlab.kafka.batches import batch_factory
+from kdlab.kafka.clients import EndToEnd
+from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.protocol import Produce, ProduceRequest, ProduceResponse
+from kdlab.kafka.topology import Producer
+from kdlab.ops import Clock, Compute, Publish, Sleep
+from kdlab.program import DatapathError
+
+
+@dataclass
+class SenderStats:
+    """What the producer measured."""
+
+    sent: list[tuple[int, int, float, float, float, float, float]] = field(default_factory=list)
+    ack_latency_ns: list[float] = field(default_factory=list)
+    records: int = 0
+    bytes: int = 0
+    acked_bytes: int = 0
+
+    def completed(self, batch: Batch, size: int, ack_ns: float) -> None:
+        self.sent.append((batch.partition, batch.records, batch.intended_first_ns, batch.intended_last_ns,
+                          batch.sent_first_ns, batch.sent_last_ns, ack_ns))  # fmt: skip
+        self.ack_latency_ns.append(ack_ns - batch.sent_first_ns)
+        self.acked_bytes += size
+
+
+class Sender:
+    """One producer's Sender: requests out per broker, acks in from any."""
+
+    def __init__(self, p: KafkaParams, me: Producer, links: Any, acc: RecordAccumulator, backlog_share: int) -> None:
+        self.p, self.me, self.links, self.acc = p, me, links, acc
+        self.brokers = sorted(acc.led)
+        self.in_flight: dict[str, deque[list[tuple[Batch, int]]]] = {b: deque() for b in self.brokers}
+        self.stats = SenderStats()
+        self.asleep = True  # in its poll with nothing in flight: the application's send() must wake it
+        self.backlog_share = backlog_share
+        self.backlog_told = backlog_share <= 0
+
+    @property
+    def outstanding(self) -> int:
+        return sum(len(q) for q in self.in_flight.values())
+
+    def may_send(self, broker: str, e2e: EndToEnd | None) -> bool:
+        if e2e is not None:
+            return self.outstanding == 0  # EndToEndLatency: the next send only after the last was delivered
+        return self.p.acks == 0 or len(self.in_flight[broker]) < self.p.max_in_flight
+
+    def drain(self, broker: str, e2e: EndToEnd | None) -> Any:
+        """The batches for one request to ``broker``, after the application's sends up to now."""
+        acc = self.acc
+        if self.p.open_loop:
+            now = yield Clock()
+            acc.append_until(now)
+            return acc.drain(broker, now)
+        if acc.app_done and broker not in acc.brokers_with_data():
+            return []
+        if e2e is not None and self.stats.sent:
+            yield from e2e.wait_delivered(len(self.stats.sent) - 1)  # the next send() after poll() returned
+        now = yield Clock()  # ProducerLatency's begin: before send()
+        acc.closed_loop_fill(now, [broker])
+        return acc.drain(broker, now)
+
+    def send(self, broker: str, batches: list[Batch]) -> Any:
+        """Build the batches (copy, CRC) and send them to ``broker`` as one produce request."""
+        p = self.p
+        parts, sizes = [], []
+        for batch in batches:
+            factory = batch_factory(batch.records, p.record_bytes)
+            yield Compute("copy", factory.size)  # the records into the accumulator's batch (application thread)
+            data = factory.make(self.me.pid, batch.base_sequence, int(batch.sent_first_ns), int(batch.sent_last_ns))
+            parts.append(Produce(batch.partition, data, batch.records, p.acks))
+            sizes.append(factory.size)
+        if self.asleep:
+            yield Compute("handoff")  # sender.wakeup(): the Sender sleeps in epoll_wait with nothing in flight
+        for size in sizes:
+            yield Compute("crc32c", size)  # the batch CRC, when the Sender closes the batch
+        request = ProduceRequest(p.acks, parts)
+        yield from self.links.send(broker, request, request.nbytes)
+        self.asleep = False
+        self.stats.records += sum(b.records for b in batches)
+        self.stats.bytes += sum(sizes)
+        if p.acks == 0:  # no response: the batches are complete once sent
+            now = yield Clock()
+            for batch, size in zip(batches, sizes, strict=True):
+                self.stats.completed(batch, size, now)
+                self.acc.acked(batch, now)
+        else:
+            self.in_flight[broker].append(list(zip(batches, sizes, strict=True)))
+
+    def receive(self, broker: str, response: ProduceResponse, e2e: EndToEnd | None) -> Any:
+        """An ack came: complete its request's batches at the time it arrived."""
+        failed = [a for a in response.acks if a.error]
+        if failed:
+            raise DatapathError(f"produce to {broker} failed: partition {failed[0].partition}: {failed[0].error}")
+        last = self.outstanding == 1
+        request = self.in_flight[broker].popleft()
+        if last:
+            yield Compute("handoff")  # the application waits for its last send: the future's latch wakes it
+        now = yield Clock()  # get() returns
+        for batch, size in request:
+            self.stats.completed(batch, size, now)
+            self.acc.acked(batch, now)
+        if e2e is not None:
+            yield from e2e.ack(len(self.stats.sent) - 1, now)
+        self.asleep = self.outstanding == 0
+        if not self.backlog_told and self.stats.acked_bytes >= self.backlog_share:
+            yield from self.tell_backlog()
+
+    def tell_backlog(self) -> Any:
+        self.backlog_told = True
+        yield Sleep(0.0)  # published at this thread's own time (after the CPU work it has been charged), not before
+        yield Publish(f"backlog{self.me.pid}", self.stats.acked_bytes)
+
+    def wait_timeout(self) -> Any:
+        """How long the Sender's poll may sleep: until the next batch is sendable (None: until an ack)."""
+        if self.acc.blocked and not self.outstanding:
+            raise DatapathError(f"producer{self.me.pid}: buffer_memory ({self.p.buffer_memory} B) holds no batch")
+        if not self.p.open_loop:
+            return None
+        now = yield Clock()
+        ready = self.acc.next_ready_ns(now)
+        if ready is None or (ready <= now and self.outstanding):  # only an ack can help (a full connection)
+            return None
+        return ready - now
+
+
+def producer(p: KafkaParams, me: Producer, leaders: dict[int, str], links: Any, backlog_share: int = 0,
+             e2e: EndToEnd | None = None) -> Any:  # fmt: skip
+    """Offer ``me``'s records to its partitions (led by ``leaders``) and send them until every one is acknowledged."""
+    yield from links.connect()
+    t_first = yield Clock()
+    acc = RecordAccumulator(p, me, {q: leaders[q] for q in me.partitions}, t_first)
+    sender = Sender(p, me, links, acc, backlog_share)
+    while True:
+        sending = True
+        while sending:  # Sender.sendProducerData: one request per ready broker a round, until none is sent
+            sending = False
+            for broker in sender.brokers:
+                if sender.may_send(broker, e2e) and (batches := (yield from sender.drain(broker, e2e))):
+                    yield from sender.send(broker, batches)
+                    sending = True
+        if acc.idle and not sender.outstanding:
+            break
+        timeout = yield from sender.wait_timeout()
+        got = yield from links.recv(timeout)
+        if got is None:  # a linger expired or a record is due
+            continue
+        yield from sender.receive(*got, e2e)
+    t_last = yield Clock()
+    if not sender.backlog_told:
+        yield from sender.tell_backlog()
+    yield Sleep(0.0)  # at this thread's own time, as the broker unmutes (apache._done)
+    yield Publish(f"produced{me.pid}", dict(acc.sequence))
+    s = sender.stats
+    return {"records": s.records, "bytes": s.bytes, "t_first_ns": t_first, "t_last_ns": t_last,
+            "ack_latency_ns": s.ack_latency_ns, "sent": s.sent}  # fmt: skip
