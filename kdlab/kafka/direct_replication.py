@@ -6,12 +6,15 @@ contiguously from offset 0 (as Kafka's follower fetch carries its log end offset
 A batch that fails validation, and every batch after it, is not appended and not
 counted, so the leader never counts a push as held past the follower's real log end.
 
-Immediate layout: bit 31 set (a push or a produce write carries a segment id, below
-2^31), bits 21-30 the partition (``KafkaParams`` allows at most 1024), bits 0-20 the
-batch count modulo 2^21. The leader restores the full count from the one the
-follower confirmed before (it never shrinks) and the batches it committed (the
-follower cannot hold more): exact while fewer than 2^21 committed batches are
-unconfirmed, which :func:`held_batches` checks.
+Immediate layout (:class:`AckCodec`): bit 31 set (a produce write or a push carries a
+broker-local segment id, below 2^31); then the *replica index*, the partition's place
+among those the follower replicates from this leader (both know that list from the
+placement; the QP the ack arrives on names the follower); the low bits the batch count
+modulo 2^bits. The index takes as few bits as the largest such list needs, so a cluster
+that cannot be encoded is refused when it is built. The leader restores the full count
+from the one the follower confirmed before (it never shrinks) and the batches it
+committed (the follower cannot hold more): exact while fewer than 2^bits committed
+batches are unconfirmed, which :func:`held_batches` checks.
 
 :class:`FlipBit` is fault injection for tests: one bit of one batch flipped in a
 follower's copy once the batch has landed there, before the follower validates it.
@@ -30,37 +33,56 @@ from kdlab.ops import ReadMem, WriteMem
 from kdlab.program import DatapathError
 
 ACK_FLAG = 1 << 31
-_PARTITION_SHIFT = 21
-_PARTITIONS = 1 << 10
-HELD_MOD = 1 << _PARTITION_SHIFT
-
-
-def ack_imm(partition: int, held: int) -> int:
-    """The immediate of a follower's ack: ``partition``, and ``held`` batches appended (modulo 2^21)."""
-    if not 0 <= partition < _PARTITIONS:
-        raise DatapathError(f"partition {partition} does not fit a replica ack (at most {_PARTITIONS} partitions)")
-    return ACK_FLAG | partition << _PARTITION_SHIFT | held % HELD_MOD
+MIN_HELD_BITS = 11
+"""Bits left for the batch count at least: 2047 unconfirmed batches per replica."""
 
 
 def is_ack(imm: int) -> bool:
+    """Whether an immediate is a follower's ack (else it is a segment id)."""
     return imm >= ACK_FLAG
 
 
-def imm_partition(imm: int) -> int:
-    """The partition an immediate is about: a replica ack's, or a segment id's (produce write, push, seal)."""
-    if imm >= ACK_FLAG:
-        return (imm >> _PARTITION_SHIFT) % _PARTITIONS
-    return imm // 1_000_000
+@dataclass(frozen=True)
+class AckCodec:
+    """The layout of a follower's ack immediate: ``index_bits`` of replica index, the rest the held batches."""
+
+    index_bits: int
+
+    @classmethod
+    def for_replicas(cls, most: int) -> AckCodec:
+        """The layout for at most ``most`` partitions replicated between one leader and one follower."""
+        bits = max(1, (max(1, most) - 1).bit_length())
+        if 31 - bits < MIN_HELD_BITS:
+            raise ValueError(
+                f"{most} partitions replicated from one leader to one follower do not fit a 32-bit replica ack "
+                f"(at most {1 << (31 - MIN_HELD_BITS)}): use more brokers or fewer partitions"
+            )
+        return cls(bits)
+
+    @property
+    def held_mod(self) -> int:
+        return 1 << (31 - self.index_bits)
+
+    def encode(self, index: int, held: int) -> int:
+        if not 0 <= index < 1 << self.index_bits:
+            raise DatapathError(f"replica index {index} does not fit {self.index_bits} bits")
+        return ACK_FLAG | index << (31 - self.index_bits) | held % self.held_mod
+
+    def decode(self, imm: int) -> tuple[int, int]:
+        """-> (replica index, held batches modulo :attr:`held_mod`)."""
+        body = imm - ACK_FLAG
+        return body >> (31 - self.index_bits), body % self.held_mod
 
 
-def held_batches(imm: int, confirmed: int, committed: int, follower: str, partition: int) -> int:
-    """The batches a follower's ack says it holds, in full: at least ``confirmed``, at most ``committed``."""
-    if committed - confirmed >= HELD_MOD:
+def held_batches(held_mod: int, mod: int, confirmed: int, committed: int, follower: str, partition: int) -> int:
+    """The batches a follower's ack (``held_mod`` modulo ``mod``) says it holds: at least ``confirmed``, at most
+    ``committed``."""
+    if committed - confirmed >= mod:
         raise DatapathError(
             f"partition {partition}: {committed - confirmed} committed batches not confirmed by {follower}; an ack"
-            f" counts at most {HELD_MOD - 1} (use larger batches or fewer in flight)"
+            f" counts at most {mod - 1} (use larger batches or fewer in flight)"
         )
-    held = confirmed + (imm - confirmed) % HELD_MOD
+    held = confirmed + (held_mod - confirmed) % mod
     if held > committed:
         raise DatapathError(f"partition {partition}: {follower} acks {held} batches, only {committed} were committed")
     return held

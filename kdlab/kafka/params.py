@@ -98,6 +98,40 @@ class KafkaParams(BaseModel):
     io_threads: int = Field(default=8, ge=1, le=256)
     rdma_threads: int = Field(default=1, ge=1, le=64, description="KafkaDirect RDMA network threads")
     handler_threads: int = Field(default=8, ge=1, le=256, description="KafkaDirect commit handler threads")
+    # --- KafkaDirect artifact knobs ---
+    # Each names the artifact's (spcl/kafkadirect) config and its default. Where this model's default differs, it
+    # keeps earlier results unchanged; the artifact-* experiments may set the artifact's value.
+    segment_request_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="producer num.rdmaproduce.tcptimeout: at most one new-segment request per partition per this many "
+        "ms, counted from its first address request (artifact: 5000; 0 here: no throttle)",
+    )
+    rdma_request_quota: int = Field(
+        default=50, ge=1, description="client num.rdmanetwork.maxrequestquota (50): requests outstanding per RDMA "
+        "connection; a producer's further writes wait in its client until an ack returns one"
+    )  # fmt: skip
+    rdma_contention: int = Field(
+        default=100, ge=0, description="producer num.rdmanetwork.contention (100): a broker whose connection holds "
+        "more waiting writes is not drained"
+    )  # fmt: skip
+    replication_threads: int = Field(
+        default=4, ge=1, le=64, description="broker num.replication.threads (4): push threads; follower broker id "
+        "mod threads picks a follower's"
+    )  # fmt: skip
+    replication_batch: int = Field(
+        default=30, ge=1, description="broker num.replication.replicationbatch (30): queued appends a push thread "
+        "takes per loop"
+    )  # fmt: skip
+    replication_request_quota: int = Field(
+        default=100, ge=1, description="broker num.replication.maxrequestquota (100): pushes outstanding per follower"
+    )
+    slot_consumers: int = Field(
+        default=50, ge=1, description="broker num.rdmaslots.maxconsumers (50): consumer rows of the slot region"
+    )
+    slots_per_consumer: int = Field(
+        default=50, ge=1, description="broker num.rdmaslots.maxslots (50): slots in a consumer's row"
+    )
     queued_max_requests: int = Field(default=500, ge=1)
 
     @model_validator(mode="after")
