@@ -17,7 +17,7 @@ Wire format (:mod:`kdreal.wire`): a connection starts with the run's hello (magi
 token; a connection without it is closed, logged and otherwise ignored), then frames
 of a 4-byte big-endian length (at most :data:`MAX_FRAME` bytes) and a msgpack array.
 Requests ``("hello", role)``, ``("publish", key, value_bytes)``, ``("lookup", key,
-timeout_s | None)``; replies ``("ok", payload)`` or ``(error_kind, message)``.
+timeout_s | None)`` (a timeout of 0 peeks); replies ``("ok", payload)`` or ``(error_kind, message)``.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class _Handler(socketserver.BaseRequestHandler):
         with store.cond:
             if key in store.values:
                 return ("ok", store.values[key])
+            if timeout is not None and timeout <= 0:  # a peek: it never waits, so it never counts as waiting
+                return ("timeout", f"Lookup: key {key!r} is not published")
             store.waiting[id(self)] = (role, key)
             store.check_deadlock()
             try:
@@ -181,13 +183,6 @@ class RendezvousServer:
         )
         self._thread.start()
 
-    def peek(self, key: str) -> Any:
-        """``key``'s value if it is published now, else None (never waits)."""
-        try:
-            return decode(self._call("lookup", key, 0.0))
-        except TimeoutError:
-            return None
-
     def close(self) -> None:
         """Stop serving, wake any lookup still waiting, join the handler threads."""
         if self._thread is not None:
@@ -235,6 +230,13 @@ class RendezvousClient:
     def lookup(self, key: str, timeout_s: float | None = None) -> Any:
         """Block until ``key`` is published (or deadlock, or ``timeout_s``), return its value."""
         return decode(self._call("lookup", key, timeout_s))
+
+    def peek(self, key: str) -> Any:
+        """``key``'s value if it is published now, else None (never waits)."""
+        try:
+            return decode(self._call("lookup", key, 0.0))
+        except TimeoutError:
+            return None
 
     def close(self) -> None:
         self._sock.close()

@@ -78,3 +78,20 @@ def test_every_role_may_connect_before_the_server_accepts() -> None:
     server.close()
     assert not errors
     assert not any(t.is_alive() for t in threads)
+
+
+def test_a_peek_returns_none_until_published_and_never_counts_as_waiting() -> None:
+    def peeker():
+        before = yield Lookup("late", wait=False)
+        yield Publish("peeked", True)
+        while (after := (yield Lookup("late", wait=False))) is None:  # polls; a waiting role would be a deadlock
+            pass
+        return before, after
+
+    def publisher():
+        yield Lookup("peeked")  # waits while the other only peeks: no deadlock is declared
+        yield Publish("late", 5)
+        return True
+
+    out = RealEngine(timeout_s=10.0, run_timeout_s=60.0).run([Role("a", "a", peeker), Role("b", "b", publisher)])
+    assert out == {"a": (None, 5), "b": True}
