@@ -1,12 +1,15 @@
 """Host memory: registered regions with real bytes, keys, and spinning readers.
 
-Every MR is backed by a ``bytearray`` so that the simulation moves real bytes: a test
-can check byte for byte what a WRITE delivered, and that nothing outside the target
-range changed, exactly as it would on kdreal.
+Every MR is backed by real bytes so that the simulation moves them: a test can check
+byte for byte what a WRITE delivered, and that nothing outside the target range
+changed, exactly as it would on kdreal. A large MR is an anonymous ``mmap``, whose
+pages the kernel provides zeroed on first touch, so memory follows the bytes written,
+not the bytes registered (a broker's 1 GiB segments cost what their batches fill).
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -14,6 +17,8 @@ from itertools import count
 from kdlab.verbs import ATOMIC_BYTES, Access, MemoryRegion, WcStatus
 
 PAGE_BYTES = 4096
+#: MRs at least this large are backed lazily (``mmap``); smaller ones by a ``bytearray``.
+LAZY_BYTES = 1 << 20
 #: First virtual address handed out on a simulated host (arbitrary, page aligned, non-zero).
 BASE_ADDR = 0x7F00_0000_0000
 
@@ -24,7 +29,7 @@ class SimMr:
 
     handle: MemoryRegion
     access: Access
-    data: bytearray
+    data: bytearray | mmap.mmap
     #: Spinning readers: (offset, expected bytes, callback) fired once the bytes match.
     watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
 
@@ -51,7 +56,7 @@ class HostMemory:
         self._next_addr += -(-length // PAGE_BYTES) * PAGE_BYTES + PAGE_BYTES  # guard page
         lkey, rkey = next(self._keys), next(self._keys)
         handle = MemoryRegion(addr=addr, length=length, lkey=lkey, rkey=rkey, host=self.host)
-        mr = SimMr(handle, access, bytearray(length))
+        mr = SimMr(handle, access, mmap.mmap(-1, length) if length >= LAZY_BYTES else bytearray(length))
         self.by_lkey[lkey] = mr
         self.by_rkey[rkey] = mr
         self.registered_bytes += length
