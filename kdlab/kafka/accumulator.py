@@ -10,7 +10,8 @@ OSU, :mod:`kdlab.kafka.direct_producer` for KafkaDirect.
   Kafka's ``BufferPool``: each batch holds ``batch.size`` bytes (or its own size if
   larger) from creation until its ack; when a new batch does not fit ``buffer.memory``
   the application blocks until an ack frees some, and records sent late keep their
-  intended time (OMB's publish delay). In a closed loop the application hands the
+  intended time (OMB's publish delay); the application stops at the run's end even if
+  records intended before it are still unsent. In a closed loop the application hands the
   Sender a full batch whenever the Sender can take one (as fast as acks allow).
 * The partitioner picks each record's partition: ``fixed`` (the producer's own partitions
   in turn), ``round-robin`` (RoundRobinPartitioner), ``sticky`` (UniformStickyPartitioner:
@@ -146,6 +147,9 @@ class RecordAccumulator:
         """The application's sends up to ``now`` (open loop) -> records appended."""
         appended = 0
         while not self.app_done and (t := self.intended(self.next_k)) <= now:
+            if self.unblocked_ns >= self.end_ns:  # the run ended while the application waited for memory
+                self.end_ns = t  # OMB's producers stop at the test's end: records not yet sent never are
+                break
             q = self.partitioner.next()
             batch = self.open.get(q)
             if batch is None:
@@ -166,6 +170,8 @@ class RecordAccumulator:
         The application keeps every partition it writes supplied (in turn) as fast as the
         Sender can take batches; the last batch holds what is left.
         """
+        if now >= self.end_ns:  # a closed loop with a run length: the application stops sending
+            self.limit = self.next_k
         made = 0
         for b in brokers:
             for q in self.led.get(b, []):

@@ -57,11 +57,9 @@ def test_linger_zero_sends_each_record_when_the_sender_is_idle() -> None:
     assert [b.records for _, b in _run(acc)] == [1] * 10
 
 
-def test_buffer_memory_blocks_the_application_and_delays_sends() -> None:
-    """Acks come 10 ms late; 4 batches of memory: the application waits, records are sent after intended."""
-    p, acc = _acc(rate_per_producer=100_000, duration_ms=2, batch_bytes=1024, buffer_memory=4096, linger_ms=0)
-    now, late = 0.0, []
-    pending: list = []
+def _run_late_acks(acc: RecordAccumulator, delay_ns: float) -> list:
+    """Drive the accumulator with every ack ``delay_ns`` after its batch went out -> (sent at, batch)."""
+    now, out, pending = 0.0, [], []
     while not acc.idle:
         nxt = acc.next_ready_ns(now)
         if nxt is None:  # blocked: the oldest ack frees memory
@@ -73,10 +71,24 @@ def test_buffer_memory_blocks_the_application_and_delays_sends() -> None:
         acc.append_until(now)
         for b in acc.brokers_with_data():
             for batch in acc.drain(b, now):
-                pending.append((now + 10 * MS, batch))
-                late.append(batch.sent_first_ns - batch.intended_first_ns)
-    assert acc.free + sum(b.reserved for _, b in pending) == p.buffer_memory
-    assert max(late) >= 9 * MS  # a record waited for memory: OMB's publish delay
+                pending.append((now + delay_ns, batch))
+                out.append((now, batch))
+    return out
+
+
+def test_buffer_memory_blocks_the_application_and_delays_sends() -> None:
+    """Acks come 10 ms late; 4 batches of memory: the application waits, records are sent after intended."""
+    _, acc = _acc(rate_per_producer=100_000, duration_ms=30, batch_bytes=1024, buffer_memory=4096, linger_ms=0)
+    sent = _run_late_acks(acc, 10 * MS)
+    assert max(b.sent_first_ns - b.intended_first_ns for _, b in sent) >= 9 * MS  # OMB's publish delay
+
+
+def test_the_application_stops_at_the_runs_end_even_if_records_are_unsent() -> None:
+    """OMB's producers stop when the test ends: a blocked application does not catch up afterwards."""
+    _, acc = _acc(rate_per_producer=1e6, duration_ms=1, batch_bytes=1024, buffer_memory=4096)
+    sent = _run_late_acks(acc, 0.5 * MS)
+    assert sum(b.records for _, b in sent) < 500  # of the 1,000 intended
+    assert all(b.sent_first_ns < 1 * MS for _, b in sent)
 
 
 def test_drain_takes_one_batch_per_partition_of_the_broker_up_to_max_request_size() -> None:
