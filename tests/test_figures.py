@@ -234,7 +234,9 @@ def test_figure_prints(case: str, drawn: dict[str, tuple[ExperimentSpec, Figure]
             assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), (x, ticks)
 
     # one point per x on every line: repeated runs are a median with a band, not a zig-zag through the seeds
-    runs = frame.groupby([c for c in ("variant", "profile", "test", x) if c in frame.columns]).size().max()
+    by = list(getattr(spec.figure, "by", None) or [])
+    keys = dict.fromkeys(c for c in ("variant", "profile", "test", *by, x) if c in frame.columns)
+    runs = frame.groupby(list(keys)).size().max()
     for ax in fig.axes:
         for line in ax.get_lines():
             xs = np.asarray(line.get_xdata(), dtype=float)

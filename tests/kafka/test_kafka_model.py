@@ -140,24 +140,6 @@ def test_bad_kafka_specs_are_rejected_with_the_field_named(params: dict, match: 
         load_spec({"name": "bad", "workload": "kafka", "params": params})
 
 
-def test_kafkadirect_acks_all_waits_for_every_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdlab.kafka import direct
-
-    checked = []
-    original = direct._ack_producer
-
-    def ack(state, pid, seg_id, wr):
-        log = state.logs[seg_id // 1_000_000]
-        leos = [log.leo, *log.follower_leo.values()]
-        checked.append(len(log.follower_leo) == len(log.replicas) - 1 and log.hw <= min(leos))
-        return original(state, pid, seg_id, wr)
-
-    monkeypatch.setattr(direct, "_ack_producer", ack)
-    p, out = _run(system="kafkadirect", replication_factor=3, acks=-1, consumers=1)
-    assert checked and all(checked)
-    assert delivery_ok(out, p)
-
-
 def test_omb_workload_runs_and_writes_omb_result_json(tmp_path) -> None:
     import json
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from kdlab.kafka import apache, direct
+from kdlab.kafka import apache, direct_broker, direct_commit
 from kdlab.kafka.cluster import build
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.protocol import ProduceResponse
@@ -55,9 +55,8 @@ def _count(spy_dir: Path, what: str) -> int:
 
 
 def _install_spies(monkeypatch: pytest.MonkeyPatch, p: KafkaParams, spy_dir: Path) -> None:
-    per = p.records_per_batch
     respond, fetch_reply = apache._respond, apache._fetch_reply
-    ack_producer, slot_values = direct._ack_producer, direct._slot_values
+    ack_producer, slot_values = direct_commit.ack_producer, direct_broker.slot_values
     acked: dict[tuple[str, int], int] = {}
 
     def spy_respond(state: Any, conn: Any, message: Any, nbytes: int, zero_copy: bool = False) -> Any:
@@ -81,16 +80,17 @@ def _install_spies(monkeypatch: pytest.MonkeyPatch, p: KafkaParams, spy_dir: Pat
             _log(spy_dir, "fetch")
         return reply
 
-    def spy_ack_producer(state: Any, pid: int, seg_id: int, wr: Any) -> Any:
-        q = seg_id // 1_000_000
-        log = state.logs[q]
+    def spy_ack_producer(state: Any, pid: int, local: Any, wr: Any) -> Any:
+        log = local.part.log
+        q = log.partition
         acked[state.name, q] = n = acked.get((state.name, q), 0) + 1
+        end = log.entries[n - 1].last_offset + 1  # acks leave in commit order
         holders = [log.leo, *log.follower_leo.values()]
-        assert len(holders) == p.replication_factor and min(holders) >= n * per, (
-            f"ack {n} of partition {q} sent while the replicas hold {holders} records"
+        assert len(holders) == p.replication_factor and min(holders) >= end, (
+            f"ack {n} of partition {q} (offsets below {end}) sent while the replicas hold {holders} records"
         )
         _log(spy_dir, "ack")
-        return ack_producer(state, pid, seg_id, wr)
+        return ack_producer(state, pid, local, wr)
 
     def spy_slot_values(log: Any, seg: Any) -> Any:
         values = slot_values(log, seg)
@@ -101,8 +101,8 @@ def _install_spies(monkeypatch: pytest.MonkeyPatch, p: KafkaParams, spy_dir: Pat
 
     monkeypatch.setattr(apache, "_respond", spy_respond)
     monkeypatch.setattr(apache, "_fetch_reply", spy_fetch_reply)
-    monkeypatch.setattr(direct, "_ack_producer", spy_ack_producer)
-    monkeypatch.setattr(direct, "_slot_values", spy_slot_values)
+    monkeypatch.setattr(direct_commit, "ack_producer", spy_ack_producer)
+    monkeypatch.setattr(direct_broker, "slot_values", spy_slot_values)
 
 
 @pytest.mark.parametrize("system", SYSTEMS, ids=lambda s: "-".join(s.values()))
@@ -115,8 +115,8 @@ def test_cluster_delivers_every_record_once_in_order_and_never_past_the_high_wat
     out = engine.run(build(p))
     produced = [out[f"producer{i}"]["records"] for i in range(p.producers)]
     consumed = [out[f"consumer{j}"]["records"] for j in range(p.consumers)]
-    # Kafka's producers send exactly their records (the last batch holds what is left); KafkaDirect's whole batches
-    assert produced == consumed == ([1504, 1504] if p.system == "kafkadirect" else [1500, 1500])
+    # producers send exactly their records (the last batch holds what is left)
+    assert produced == consumed == [1500, 1500]
     assert delivery_ok(out, p)
     batches = -(-produced[0] // p.records_per_batch) * 2
     assert _count(tmp_path, "ack") == batches  # every acknowledgement was checked
