@@ -22,9 +22,13 @@ OSU, :mod:`kdlab.kafka.direct_producer` for KafkaDirect.
   uniform spread, not the same partition per key).
 * ``RecordAccumulator.ready``/``drain``: a batch is sendable when it is full, its linger
   expired (``now - created >= linger.ms``), the application is blocked on memory, or
-  the producer is closing (flush: no linger). A drain takes, for one broker, at most one
-  batch per partition it leads, starting where the last drain stopped, up to
-  ``max.request.size`` (at least one batch).
+  the producer is closing (flush: no linger). A broker with one sendable first batch is
+  ready, and a drain then takes the first batch of *every* partition it leads (lingering
+  or not), starting where the last drain stopped, up to ``max.request.size`` (at least
+  one batch).
+* Open-loop producers share the schedule in turn: producer ``i`` of ``N`` offers record
+  ``k`` at ``t0 + (k + i/N) / rate``, as the producers of one OMB worker share its rate
+  limiter, not all at the same instant.
 
 Records of a batch are evenly spaced (exact for an open loop under the fixed,
 round-robin and sticky partitioners; keyed records are spread unevenly), so a batch
@@ -36,6 +40,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kdlab.kafka.params import KafkaParams
@@ -113,6 +118,8 @@ class RecordAccumulator:
         self.t0 = t0
         rate = p.producer_rate
         self.gap = 1e9 / rate if rate else 0.0
+        # producers share the rate limiter's schedule, in turn (OMB: one limiter per worker), not in lockstep
+        self.phase = producer.pid / (p.producers * p.topics)
         if p.duration_ms:
             self.end_ns = t0 + (p.warmup_ms + p.duration_ms) * 1e6
             self.limit = None
@@ -134,7 +141,7 @@ class RecordAccumulator:
     # --- the application ---------------------------------------------------------------
 
     def intended(self, k: int) -> float:
-        return self.t0 + k * self.gap
+        return self.t0 + (k + self.phase) * self.gap
 
     @property
     def app_done(self) -> bool:
@@ -209,17 +216,33 @@ class RecordAccumulator:
     def _sendable(self, batch: Batch, now: float, closing: bool) -> bool:
         return batch.closed or closing or self.blocked or now - batch.created_ns >= self.p.linger_ms * 1e6 - 1e-6
 
-    def drain(self, broker: str, now: float) -> list[Batch]:
-        """RecordAccumulator.drain for one broker: at most one batch per partition, up to max.request.size."""
-        parts = self.led.get(broker, [])
+    def head(self, q: int) -> Batch | None:
+        """The partition's first batch (a full one waiting, else the open one)."""
+        return self.queued[q][0] if self.queued[q] else self.open.get(q)
+
+    def ready(self, broker: str, now: float) -> bool:
+        """RecordAccumulator.ready: some partition ``broker`` leads has a sendable first batch."""
         closing = self.app_done
+        heads = (self.head(q) for q in self.led.get(broker, []))
+        return any(b is not None and self._sendable(b, now, closing) for b in heads)
+
+    def drain(self, broker: str, now: float) -> list[Batch]:
+        """RecordAccumulator.drain for one broker, if it is ready: the first batch of each partition it leads.
+
+        As Kafka's ``drainBatchesForOneNode``: once the broker is ready (one sendable
+        batch), every partition's first batch goes, lingering or not (it is closed), from a
+        rotating start, up to ``max.request.size`` (at least one batch).
+        """
+        if not self.ready(broker, now):
+            return []
+        parts = self.led[broker]
         start = self.drain_index.get(broker, 0)
         out: list[Batch] = []
         total = 0
         for i in range(len(parts)):
             q = parts[(start + i) % len(parts)]
-            batch = self.queued[q][0] if self.queued[q] else self.open.get(q)
-            if batch is None or not self._sendable(batch, now, closing):
+            batch = self.head(q)
+            if batch is None:
                 continue
             size = batch_size_bytes(batch.records, None, self.p.record_bytes)
             if out and total + size > self.p.max_request_bytes:
@@ -235,23 +258,28 @@ class RecordAccumulator:
     def brokers_with_data(self) -> list[str]:
         return [b for b, parts in self.led.items() if any(self.queued[q] or q in self.open for q in parts)]
 
-    def next_ready_ns(self, now: float) -> float | None:
-        """When a batch next becomes sendable with no ack meanwhile (None: only an ack can help).
+    def next_ready_ns(self, now: float, brokers: Iterable[str] | None = None) -> float | None:
+        """When a batch for ``brokers`` (default: all) next becomes sendable with no ack meanwhile.
 
         The next record that fills a batch, or the earliest linger expiry; with no
-        linger, the next record at all.
+        linger, the next record at all. None: only an ack can help (memory, or nothing left).
         """
         if self.blocked:
             return None
+        led = self.led if brokers is None else {b: self.led.get(b, []) for b in brokers}
+        parts = [q for qs in led.values() for q in qs]
+        if any(self.queued[q] for q in parts):
+            return now
+        open_ = [b for q in parts if (b := self.open.get(q)) is not None]
         if self.app_done:
-            return now if self.open or any(self.queued.values()) else None
-        times = [b.created_ns + self.p.linger_ms * 1e6 for b in self.open.values()]
-        if not self.app_done and self.gap:
+            return now if open_ else None
+        times = [b.created_ns + self.p.linger_ms * 1e6 for b in open_]
+        if self.gap and parts:
             k = self.next_k
-            if self.p.linger_ms == 0 or not self.open:
+            if self.p.linger_ms == 0 or not open_:
                 times.append(self.intended(k))
             else:
-                need = min(self.per_batch - b.records for b in self.open.values())
+                need = min(self.per_batch - b.records for b in open_)
                 times.append(self.intended(k + need - 1))
         return max(now, min(times)) if times else None
 

@@ -140,3 +140,27 @@ def test_same_seed_same_batches() -> None:
         return [(now, b.partition, b.records) for now, b in _run(acc)]
 
     assert shape() == shape()
+
+
+def test_a_ready_broker_takes_every_partitions_first_batch_lingering_or_not() -> None:
+    """Kafka's drainBatchesForOneNode: one expired linger sends the first batch of all the broker's partitions."""
+    _, acc = _acc(brokers=2, partitions=24, partitioner="round-robin", rate_per_producer=24_000, duration_ms=50,
+                  linger_ms=5)  # fmt: skip
+    now, requests = 0.0, []
+    while not acc.idle:
+        now = acc.next_ready_ns(now)
+        acc.append_until(now)
+        for broker in ("b0", "b1"):
+            if batches := acc.drain(broker, now):
+                requests.append(len(batches))
+                for b in batches:
+                    acc.acked(b, now)
+    assert sum(requests) / len(requests) > 8  # about 12 partitions per broker, not one batch per request
+    assert min(requests) >= 1
+
+
+def test_open_loop_producers_take_turns_on_the_schedule() -> None:
+    p = KafkaParams(system="kafka", partitions=4, producers=4, rate_total=4000, duration_ms=10)
+    t = Topology(p)
+    firsts = [RecordAccumulator(p, w, {q: t.leader(q) for q in w.partitions}, 0.0).intended(0) for w in t.producers]
+    assert firsts == pytest.approx([0, 0.25 * MS, 0.5 * MS, 0.75 * MS])  # 1 ms apart each, a quarter apart in turn
