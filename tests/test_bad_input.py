@@ -52,6 +52,11 @@ BAD_SPECS = [
     (KAFKA + "params: {system: kafka, acks: 2}\n", "acks: Input should be 0, 1 or -1"),
     (KAFKA + "params: {system: kafka, replication_factor: 4, brokers: 3}\n", "4 replicas cannot be placed on 3"),
     (KAFKA + "params: {system: kafka, replication_factor: 101}\n", "replication_factor: Input should be less than"),
+    (KAFKA + "params: {system: kafka, buffer_memory: 4096}\n", "buffer_memory: 4096 B cannot hold one batch"),
+    (KAFKA + "params: {system: kafka, topics: 10000, partitions: 100}\n", "partitions: 1000000 in the cluster"),
+    (KAFKA + "params: {system: kafka, racks: 4, brokers: 3}\n", "racks: 4 racks for 3 brokers"),
+    (KAFKA + "params: {system: kafka, keys: random}\n", "keys: keyed records need partitioner default"),
+    (KAFKA + "params: {system: kafkadirect, partitioner: sticky}\n", "partitioner: exclusive KafkaDirect"),
     (KAFKA + "params: {system: kafkadirect, producers: 4, partitions: 2}\n", "partitions (2) must be >= producers (4)"),
     (KAFKA + "params: {system: kafka, record_bytes: 2000000, segment_bytes: 4096}\n", "does not fit a segment"),
 ]

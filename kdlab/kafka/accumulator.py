@@ -85,9 +85,10 @@ class Partitioner:
         self.rng = random.Random(f"{seed}/{producer.pid}")
         self.turn = 0
         self.sticky = self.rng.choice(self.parts)
-        topic_parts = p.partitions
-        base = producer.topic * topic_parts
-        self.key_partition = [base + zlib.crc32(f"key-{k:05d}".encode()) % topic_parts for k in range(OMB_KEYS)]
+        self.key_partition: list[int] = []
+        if self.kind == "key":  # OMB's keys, each with its partition
+            base = producer.topic * p.partitions
+            self.key_partition = [base + zlib.crc32(f"key-{k:05d}".encode()) % p.partitions for k in range(OMB_KEYS)]
 
     def next(self) -> int:
         if self.kind in ("fixed", "round-robin"):

@@ -37,7 +37,9 @@ followers: :mod:`kdlab.kafka.replica_fetcher`; messages: :mod:`kdlab.kafka.proto
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +89,7 @@ class DelayedFetch:
     deadline_ns: float
     conn: Any
     request: FetchRequest
+    fid: int = 0  # its key in BrokerState.delayed_fetch
 
 
 @dataclass
@@ -99,7 +102,11 @@ class BrokerState:
     parked: dict[int, deque[tuple[Any, Any]]] = field(default_factory=dict)  # conn id -> requests waiting
     busy: set[int] = field(default_factory=set)  # conns with a request in the broker
     delayed_produce: list[DelayedProduce] = field(default_factory=list)
-    delayed_fetch: list[DelayedFetch] = field(default_factory=list)
+    delayed_fetch: dict[int, DelayedFetch] = field(default_factory=dict)  # parked fetches by id
+    watching: dict[int, set[int]] = field(default_factory=dict)  # partition -> parked fetches that ask for it
+    deadlines: list[tuple[float, int]] = field(default_factory=list)  # heap of (deadline, fetch id)
+    changed: set[int] = field(default_factory=set)  # partitions with new data since the purgatory looked
+    fetches_parked: int = 0
     requests: int = 0
     purgatory_dirty: bool = False
     net_of: dict[int, int] = field(default_factory=dict)  # conn id -> the network thread that serves it
@@ -164,13 +171,13 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: ProduceRequest)
             acks.append(ProduceAck(batch.partition, -1, "CORRUPT_MESSAGE"))
             continue
         entry = yield from _append_locked(state, batch)
-        yield from _data_changed(state)
+        yield from _data_changed(state, (batch.partition,))
         acks.append(ProduceAck(batch.partition, entry.base_offset))
         waiting[batch.partition] = entry.last_offset
     response = ProduceResponse(acks)
     alone = [q for q in waiting if state.isr_size[q] == 1]  # the leader is the only in-sync replica
     if any([state.logs[q].advance_hw(1) for q in alone]):
-        yield from _data_changed(state)
+        yield from _data_changed(state, alone)
     if req.acks == 0:
         yield from _done(state, conn)
         return
@@ -235,14 +242,14 @@ def _fetch(p: KafkaParams, state: BrokerState, conn: Any, req: FetchRequest) -> 
                 advanced.add(part.partition)
         if advanced:
             yield from _complete_delayed_produce(state, advanced)
-            yield from _data_changed(state)
+            yield from _data_changed(state, advanced)
     reply = _fetch_reply(state, req)
     if reply.data_bytes >= req.min_bytes or req.max_wait_ns <= 0:
         yield from _respond(state, conn, reply, reply.nbytes, zero_copy=True)
     else:
         now = yield Clock()
-        state.delayed_fetch.append(DelayedFetch(now + req.max_wait_ns, conn, req))
-        yield from _data_changed(state)
+        _park(state, DelayedFetch(now + req.max_wait_ns, conn, req))
+        yield from _data_changed(state, ())  # the purgatory's next deadline may be this one
 
 
 def _fetch_reply(state: BrokerState, req: FetchRequest) -> FetchResponse:
@@ -270,31 +277,58 @@ def _fetch_reply(state: BrokerState, req: FetchRequest) -> FetchResponse:
 
 
 def purgatory(p: KafkaParams, state: BrokerState) -> Any:
-    """Answer delayed fetches once they have ``min_bytes`` or their wait expired."""
+    """Answer delayed fetches once they have ``min_bytes`` or their wait expired.
+
+    As Kafka's DelayedOperationPurgatory, a parked fetch is watched by the partitions it
+    asks for: new data in a partition re-checks only the fetches watching it, so the
+    work per append does not grow with the fetches parked on other partitions.
+    """
     while True:
         if not state.purgatory_dirty:
-            deadline = min((d.deadline_ns for d in state.delayed_fetch), default=None)
+            while state.deadlines and state.deadlines[0][1] not in state.delayed_fetch:
+                heapq.heappop(state.deadlines)  # answered before its deadline
             now = yield Clock()
-            timeout = None if deadline is None else max(0.0, deadline - now)
+            timeout = max(0.0, state.deadlines[0][0] - now) if state.deadlines else None
             yield WaitNotify(f"{state.name}.data", timeout_ns=timeout)
         state.purgatory_dirty = False
         now = yield Clock()
-        pending, state.delayed_fetch = state.delayed_fetch, []
-        still = []
-        for d in pending:
+        due = set()
+        for q in state.changed:
+            due |= state.watching.get(q, set())
+        state.changed.clear()
+        while state.deadlines and state.deadlines[0][0] <= now:
+            due.add(heapq.heappop(state.deadlines)[1])
+        for fid in sorted(due):  # in the order they were parked
+            d = state.delayed_fetch.get(fid)
+            if d is None:
+                continue
             reply = _fetch_reply(state, d.request)
             if reply.data_bytes >= d.request.min_bytes or now >= d.deadline_ns:
+                _unpark(state, d)
                 yield from _respond(state, d.conn, reply, reply.nbytes, zero_copy=True)
-            else:
-                still.append(d)
-        state.delayed_fetch.extend(still)  # fetches parked while we answered stay parked
+
+
+def _park(state: BrokerState, d: DelayedFetch) -> None:
+    state.fetches_parked += 1
+    d.fid = state.fetches_parked
+    state.delayed_fetch[d.fid] = d
+    for part in d.request.partitions:
+        state.watching.setdefault(part.partition, set()).add(d.fid)
+    heapq.heappush(state.deadlines, (d.deadline_ns, d.fid))
+
+
+def _unpark(state: BrokerState, d: DelayedFetch) -> None:
+    del state.delayed_fetch[d.fid]
+    for part in d.request.partitions:
+        state.watching[part.partition].discard(d.fid)
 
 
 # --- responses ----------------------------------------------------------------------------
 
 
-def _data_changed(state: BrokerState) -> Any:
-    """Tell the purgatory to look again (the flag covers a notify it was too busy to see)."""
+def _data_changed(state: BrokerState, partitions: Iterable[int]) -> Any:
+    """Tell the purgatory that ``partitions`` have new data (the flag covers a notify it was too busy to see)."""
+    state.changed.update(partitions)
     state.purgatory_dirty = True
     yield Notify(f"{state.name}.data")
 

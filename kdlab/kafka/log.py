@@ -107,7 +107,9 @@ class PartitionLog:
             else:
                 hi = mid
         out, total = [], 0
-        for e in self.entries[lo:]:
+        entries = self.entries
+        for i in range(lo, len(entries)):  # from the first wanted entry (no slice: a copy of the log's tail)
+            e = entries[i]
             if e.last_offset >= upto or (out and total + e.size > max_bytes):
                 break
             out.append(e)

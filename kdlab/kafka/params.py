@@ -150,6 +150,18 @@ class KafkaParams(BaseModel):
             )
         if self.racks > self.broker_count:
             raise ValueError(f"racks: {self.racks} racks for {self.broker_count} brokers (allowed: 0 to brokers)")
+        need = max(self.batch_bytes, batch_size_bytes(1, None, self.record_bytes))
+        if self.buffer_memory < need:
+            raise ValueError(
+                f"buffer_memory: {self.buffer_memory} B cannot hold one batch of {need} B (Kafka's BufferPool refuses "
+                f"an allocation above buffer.memory); allowed: >= {need}"
+            )
+        totals = {"partitions": (self.topics * self.partitions, 100_000),
+                  "producers": (self.topics * self.producers, 10_000),
+                  "consumers": (self.topics * self.groups * self.consumers, 10_000)}  # fmt: skip
+        for field, (total, most) in totals.items():
+            if total > most:
+                raise ValueError(f"{field}: {total} in the cluster (all topics and groups); allowed: at most {most}")
         if self.rate_total and self.rate_per_producer:
             raise ValueError("rate_total/rate_per_producer: set at most one (records/s in total or per producer)")
         if self.warmup_ms and not self.duration_ms:

@@ -165,7 +165,15 @@ class Topology:
 
     def writers(self, q: int) -> list[int]:
         """Producer ids that may write partition ``q``."""
-        return [w.pid for w in self.producers if q in w.partitions]
+        return self._writers.get(q, [])
+
+    @cached_property
+    def _writers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for w in self.producers:
+            for q in w.partitions:
+                out.setdefault(q, []).append(w.pid)
+        return out
 
     def led_by(self, broker: str) -> list[int]:
         return [q for q, reps in enumerate(self.replicas) if reps[0] == broker]

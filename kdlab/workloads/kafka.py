@@ -186,14 +186,19 @@ def consume_metrics(p: KafkaParams, producers: list[dict], consumers: list[dict]
         span = (max(c["t_last_ns"] for c in reading) - min(c["t_first_ns"] for c in reading)) * 1e-9
         rate = sum(c["records"] for c in consumers) / span if span > 0 else float("nan")
     else:
-        rate = float(((got_at >= window[0]) & (got_at < window[1])).sum()) / ((window[1] - window[0]) * 1e-9)
+        # arrivals in a window as long as the producers', after the warm-up; with none, from the first arrival
+        # (a window anchored at the first send would miss the pipeline's fill time)
+        start = window[0] if p.warmup_ms else float(got_at.min())
+        end = start + (window[1] - window[0])
+        rate = float(((got_at >= start) & (got_at < end)).sum()) / ((end - start) * 1e-9)
         e2e = e2e[(stamped >= window[0]) & (stamped < window[1])]
     return {"consume_records_per_s": rate, **_pcts("e2e_latency", e2e),
             **_pcts("fetch_latency", [x for c in consumers for x in c["fetch_latency_ns"]])}  # fmt: skip
 
 
 def _thread_class(role: str) -> str:
-    return re.sub(r"\d+$", "", role.split(".")[-1]) if "." in role else re.sub(r"\d+$", "", role)
+    """A thread's class: ``b0.io3`` -> io, ``b1.fetcher0.b2`` -> fetcher, ``producer7`` -> producer."""
+    return re.sub(r"\d+$", "", role.split(".")[1] if "." in role else role)
 
 
 class KafkaWorkload:
