@@ -126,11 +126,9 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
     leaders = {q: topo.leader(q) for q in range(len(topo.replicas))}
     roles: list[Role] = []
     e2e = end_to_end(p)
-    topic_producers = {t: [w.pid for w in topo.producers if w.topic == t] for t in range(p.topics)}
     for w in topo.producers:
-        share = -(-p.backlog_bytes // len(topic_producers[w.topic]))
         links = wiring.links(w.name, w.pid, w.partitions, consumer=False)
-        args = {"p": p, "me": w, "leaders": leaders, "links": links, "backlog_share": share, **e2e}
+        args = {"p": p, "me": w, "leaders": leaders, "links": links, **e2e}
         roles.append(Role(w.name, f"p{w.pid}", sender.producer, args))
     for c in topo.consumers:
         writers = sorted({pid for q in c.partitions for pid in topo.writers(q)})

@@ -19,9 +19,19 @@
   completion, as the artifact's Fetcher does for RDMA; slot READs and TCP requests are
   not timed, and there is no empty fetch.
 * It ends once every producer of its topic has published what it produced
-  (``produced{pid}``, looked up without waiting) and it has read every partition to that
-  end; EndToEndLatency's consumer (:class:`~kdlab.kafka.clients.EndToEnd`) ends after its
-  producer's batches.
+  (``produced{pid}``, published when the producer's application is done, looked up
+  without waiting whenever it is caught up) and it has read every partition to that end;
+  EndToEndLatency's consumer (:class:`~kdlab.kafka.clients.EndToEnd`) ends after its
+  producer's batches. With ``consume_after_produce`` it starts once the producers of its
+  topic are done (``done{pid}``).
+* Backlog (``backlog_bytes``, OMB's ``consumerBacklogSizeGB`` in bytes over the topic's
+  subscriptions), as Kafka's consumer (:mod:`kdlab.kafka.fetcher`): it reads through the
+  warm-up, pauses at its end (the last producer's ``start{pid}`` + ``warmup_ms``: no READ
+  is posted, none is pending then), waits until every producer of the run has published
+  ``backlog{pid}`` (its share, ``backlog_bytes / (groups x producers x topics)`` bytes of
+  records, acknowledged since its warm-up's end, or it is done), and resumes
+  at once (slot reads due now), reading as fast as it can until the end. ``t_first_ns`` is
+  the resume if it paused before its first READ.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Any
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.clients import EndToEnd, handed_up
 from kdlab.kafka.direct_broker import CTL_BYTES, QP_DEPTH, SLOT, SLOT_BYTES, ConsumeRequest, PositionRequest
+from kdlab.kafka.fetcher import backlog_pause_at
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.topology import Consumer
 from kdlab.ops import (
@@ -117,12 +128,16 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
         yield ConnectQp(conn.qp, (yield Lookup(f"kd.{conn.broker}.{name}")))
         yield Lookup(f"kd.{conn.broker}.ready")
     produced: dict[int, dict[int, int]] = {}
+    pause_at = None
     if p.consume_after_produce:  # a pre-filled topic: read once the producers are done
         for pid in writers:
-            produced[pid] = yield Lookup(f"produced{pid}")
+            produced[pid] = yield Lookup(f"done{pid}")
+    elif p.backlog_bytes and e2e is None:
+        pause_at = yield from backlog_pause_at(p)
     e2e_batches = -(-p.records_total // p.records_per_batch)
     poll_ns = p.slot_poll_us * 1e3
     t_first = t_last = yield Clock()
+    started = False  # a READ or a request was made
     delivered: list[tuple] = []
     received: list[tuple] = []
     e2e_ns: list[float] = []
@@ -139,6 +154,17 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
         elif _read_to_the_end(parts, writers, produced):
             break
         now = yield Clock()
+        if pause_at is not None and now >= pause_at:  # OMB's backlog: paused until it is built
+            for pid in range(p.topics * p.producers):
+                yield Lookup(f"backlog{pid}")
+            pause_at = None
+            now = yield Clock()
+            if not started:
+                t_first = t_last = now
+            for conn in conns.values():
+                conn.slot_due_ns = 0.0  # resumed: read the slots at once
+            continue
+        started = True
         posted: list[Any] = []
         wake = None
         for conn in conns.values():
@@ -216,7 +242,10 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                 if pid not in produced and (ends := (yield Lookup(f"produced{pid}", wait=False))) is not None:
                     produced[pid] = ends
         if not posted and (e2e is not None or not _read_to_the_end(parts, writers, produced)):
-            yield Sleep(max(0.0, (wake if wake is not None else now + poll_ns) - now))
+            until = wake if wake is not None else now + poll_ns
+            if pause_at is not None:
+                until = min(until, pause_at)
+            yield Sleep(max(0.0, until - now))
     return {"records": sum(pt.records for pt in parts), "delivered": delivered, "received": received,
             "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns, "fetch_data_latency_ns": list(fetch_ns),
             "fetch_empty_latency_ns": [], "catchup_latency_ns": catchup, "t_first_ns": t_first,

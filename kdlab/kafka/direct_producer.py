@@ -27,7 +27,14 @@
   every ack is timed when it arrives. ProducerLatency's hand-offs: the application wakes
   the Sender (``sender.wakeup()``) for a batch when nothing is out, and the future's
   latch wakes the application for the last outstanding ack.
+* The Sender's poll waits for the next batch of a broker it may drain (``next_ready_ns``
+  over the brokers below ``max.in.flight`` and ``contention``), so a full connection does
+  not hold back another broker's linger.
 * ``sequential_e2e``: EndToEndLatency's one thread (:class:`~kdlab.kafka.clients.EndToEnd`).
+* Publications, as Kafka's producer's (:mod:`kdlab.kafka.sender`): ``produced{pid}`` (the
+  final count per partition) as soon as the application is done, ``done{pid}`` after the
+  last ack, and with ``backlog_bytes`` ``start{pid}`` and ``backlog{pid}``
+  (:class:`~kdlab.kafka.sender.Backlog`).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from kdlab.kafka.batches import batch_factory
 from kdlab.kafka.clients import EndToEnd
 from kdlab.kafka.direct_broker import CTL_BYTES, QP_DEPTH, NewSegmentRequest, SegmentInfo, SegmentRequest
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.sender import Backlog, final_counts
 from kdlab.kafka.topology import Producer
 from kdlab.ops import (
     Clock,
@@ -123,9 +131,11 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
         by_qp[conn.qp.qp_num] = conn
     for b in conns:
         yield Lookup(f"kd.{b}.ready")
-    sender = _Sender(p, pid, buf, slot_bytes, slots, parts, by_qp, recv)
     t_first = yield Clock()
     acc = RecordAccumulator(p, me, leaders, t_first)
+    sender = _Sender(p, pid, buf, slot_bytes, slots, parts, by_qp, recv, Backlog(p, t_first))
+    yield from sender.backlog.start(pid)
+    ends_told = False
     while True:
         if e2e is not None and sender.acked and not acc.app_done:
             yield from e2e.wait_delivered(len(sender.acked) - 1)  # EndToEndLatency: send after poll() returned
@@ -134,7 +144,7 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
             acc.append_until(now)
         progressed = False
         for conn in conns.values():
-            if conn.outstanding < p.max_in_flight and len(conn.waiting) <= p.rdma_contention:
+            if _may_drain(p, conn):
                 if not p.open_loop:
                     acc.closed_loop_fill(now, [conn.broker])
                 for batch in acc.drain(conn.broker, now):
@@ -142,6 +152,9 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
                     progressed = True
             if conn.waiting:
                 yield from sender.trigger(conn, now)
+        if not ends_told and acc.app_done:  # every record offered: the final counts, for the consumers
+            ends_told = True
+            yield Publish(f"produced{pid}", final_counts(acc))
         if e2e is not None and progressed:
             while sender.outstanding:
                 yield from sender.take_acks(recv_cq, None, acc)  # send().get()
@@ -151,8 +164,8 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
             break
         if progressed:
             continue
-        wake = acc.next_ready_ns(now)
-        if wake is not None and wake <= now:  # due, yet not drained: its broker has no room; an ack will make it
+        wake = acc.next_ready_ns(now, [c.broker for c in conns.values() if _may_drain(p, c)])
+        if wake is not None and wake <= now:  # due, yet not drained: only an ack can make room
             wake = None
         wake = min([t for t in (wake, sender.unstalls_at(now)) if t is not None], default=None)
         if sender.posted:
@@ -162,18 +175,25 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
         else:
             raise DatapathError(f"{name}: nothing is out, nothing can be sent, and records are left")
     t_last = yield Clock()
-    yield Publish(f"produced{pid}", {q: acc.sequence[q] for q in me.partitions})
+    yield from sender.backlog.tell(pid)  # nothing more will come: paused consumers need not wait longer
+    yield Publish(f"done{pid}", {q: acc.sequence[q] for q in me.partitions})
     records = sum(s[1] for s in sender.acked)
     return {"records": records, "bytes": sender.bytes, "t_first_ns": t_first, "t_last_ns": t_last,
             "ack_latency_ns": [s[6] - s[4] for s in sender.acked], "sent": sender.acked}  # fmt: skip
 
 
+def _may_drain(p: KafkaParams, conn: _Conn) -> bool:
+    """The broker may be drained: fewer than ``max.in.flight`` batches out, not more than ``contention`` waiting."""
+    return conn.outstanding < p.max_in_flight and len(conn.waiting) <= p.rdma_contention
+
+
 class _Sender:
     """The Sender's RDMA side: the registered buffer, writes waiting for quota or a segment, acks."""
 
-    def __init__(self, p: KafkaParams, pid: int, buf: Any, slot_bytes: int, slots: int,
-                 parts: dict[int, _Partition], by_qp: dict[int, _Conn], recv: RecvWR) -> None:  # fmt: skip
+    def __init__(self, p: KafkaParams, pid: int, buf: Any, slot_bytes: int, slots: int, parts: dict[int, _Partition],
+                 by_qp: dict[int, _Conn], recv: RecvWR, backlog: Backlog) -> None:  # fmt: skip
         self.p, self.pid, self.buf, self.slot_bytes = p, pid, buf, slot_bytes
+        self.backlog = backlog
         self.parts, self.by_qp, self.recv = parts, by_qp, recv
         self.free = list(range(slots - 1, -1, -1))
         self.faa_at = slots * slot_bytes
@@ -275,7 +295,9 @@ class _Sender:
             self.free.append(slot)
             self.bytes += batch_factory(batch.records, self.p.record_bytes).size
             acc.acked(batch, now)
+            self.backlog.acked(batch.records, now)
             self.acked.append((batch.partition, batch.records, batch.intended_first_ns, batch.intended_last_ns,
                                batch.sent_first_ns, batch.sent_last_ns, now))  # fmt: skip
+            yield from self.backlog.tell_if_built(self.pid)
             if conn.waiting:
                 yield from self.trigger(conn, now)

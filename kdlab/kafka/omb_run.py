@@ -18,6 +18,17 @@ Every workload field is honoured or refused (:func:`omb_params_dict`):
   (OMB's payload/ folder is not here) leaves ``messageSize`` bytes, stated. Payload contents
   (``useRandomizedPayloads``, ``randomBytesRatio``, ``randomizedPayloadPoolSize``) only
   matter to compression, which is not modelled: listed as ignored.
+* The warm-up and test periods count from the producers' start (their first send, after
+  connecting), not from simulated time 0.
+* ``consumerBacklogSizeGB`` is OMB's ``buildAndDrainBacklog``: the consumers read through
+  the warm-up, pause at its end while the producers keep producing at the rate, and
+  resume once ``subscriptionsPerTopic x sent - received`` reaches the size
+  (``backlog_bytes``; :mod:`kdlab.kafka.fetcher`); the test then runs past
+  ``testDurationMinutes``, in whole periods, until the backlog is drained (the last
+  record received), as OMB keeps it running. Two differences, stated in the result:
+  kdlab's producers stop at the test's end (OMB's keep producing, and OMB runs another
+  ``testDurationMinutes`` after the drain), and a backlog the test cannot build (the
+  rate x test shorter than it) ends the pause when the producers stop.
 * ``backlogDrainRatio`` other than 1 (drain fully) is refused.
 """
 
@@ -177,20 +188,54 @@ def run_omb(
     results = make_engine("sim", profile).run(build(p))
     sent = [b for r in results.values() if isinstance(r, dict) for b in r.get("sent", ())]
     received = [b for r in results.values() if isinstance(r, dict) for b in r.get("received", ())]
-    warmup_end_ns = round(p.warmup_ms * 1e6)
+    starts = [r["t_first_ns"] for name, r in results.items() if name.startswith("producer") and isinstance(r, dict)]
+    start_ns = min(starts, default=0.0)  # the producers' first send: the warm-up starts there
+    warmup_end_ns = round(start_ns + p.warmup_ms * 1e6)
+    period_ns = round(PERIOD_NS * time_scale)
+    end_ns = warmup_end_ns + round(p.duration_ms * 1e6)
+    if p.backlog_bytes and received:
+        end_ns = drained_end(warmup_end_ns, end_ns, max(r[4] for r in received), period_ns)
+        notes |= _backlog_notes(p, w, end_ns - warmup_end_ns)
     metrics = omb_metrics(
         sent,
         received,
         warmup_end_ns,
-        warmup_end_ns + round(p.duration_ms * 1e6),
+        end_ns,
         subscriptions=w.subscriptions_per_topic,
-        period_ns=round(PERIOD_NS * time_scale),
+        period_ns=period_ns,
         e2e_clock_ns=e2e_clock_ns,
     )
-    notes |= {"system": system, "profile": profile, "e2eClockMs": e2e_clock_ns / 1e6}
+    notes |= {"system": system, "profile": profile, "e2eClockMs": e2e_clock_ns / 1e6, "startMs": start_ns / 1e6}
     notes |= _rate_notes(w, metrics["publishRate"])
     name = d.name if d is not None else "Kafka (client defaults)"
     return omb_result_json(w, f"{name} on kdsim {system} ({profile})", metrics, path=out, notes=notes)
+
+
+def drained_end(warmup_end_ns: int, test_end_ns: int, last_received_ns: float, period_ns: int) -> int:
+    """OMB with a backlog: the test runs on, in whole periods, until the backlog is drained -> the last period's end
+    (the test's end, or the first period end after the last record received)."""
+    if last_received_ns < test_end_ns:
+        return test_end_ns
+    periods = math.floor((last_received_ns - warmup_end_ns) / period_ns) + 1
+    return warmup_end_ns + periods * period_ns
+
+
+def _backlog_notes(p: KafkaParams, w: OmbWorkload, measured_ns: int) -> dict[str, Any]:
+    test_bytes = p.rate_total * p.duration_ms / 1e3 * p.record_bytes * max(1, w.subscriptions_per_topic)
+    out: dict[str, Any] = {
+        "backlog": (
+            f"consumers paused at the warm-up's end until {p.backlog_bytes} B were unread over "
+            f"{w.subscriptions_per_topic} subscription(s), then drained it; the test ran {measured_ns / 1e6:g} ms "
+            f"(testDurationMinutes: {p.duration_ms:g} ms). kdlab's producers stop at the test's end (OMB's keep "
+            "producing and run another testDurationMinutes after the drain)"
+        )
+    }
+    if p.rate_total and test_bytes < p.backlog_bytes:
+        out["backlogNotBuilt"] = (
+            f"the test produces ~{test_bytes:.0f} B for the subscriptions, less than the {p.backlog_bytes} B "
+            "backlog: the consumers resumed when the producers stopped"
+        )
+    return out
 
 
 def _rate_notes(w: OmbWorkload, publish_rate: list[float]) -> dict[str, Any]:

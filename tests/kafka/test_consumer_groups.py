@@ -9,7 +9,6 @@ import pytest
 from kdlab.kafka import fetcher
 from kdlab.kafka.cluster import build, topology
 from kdlab.kafka.params import KafkaParams
-from kdlab.kafka.records import batch_size_bytes
 from kdlab.workloads.kafka import delivery_problems
 from kdsim.engine import SimEngine
 
@@ -85,12 +84,49 @@ def test_consumers_start_after_the_producers_or_a_backlog(start: str) -> None:
     acked = sorted(ack for i in range(3) for *_, ack in out[f"producer{i}"]["sent"])
     if start == "consume_after_produce":
         assert first_fetch >= acked[-1]
-    else:  # every producer has had its third of the backlog acknowledged
+    else:  # no warm-up: paused from the start until every producer has had its third of the backlog acknowledged
         for i in range(3):
             sent = out[f"producer{i}"]["sent"]
-            acked_bytes = sum(batch_size_bytes(n, None, p.record_bytes) for _, n, *_, ack in sent if ack <= first_fetch)
-            assert acked_bytes >= 40_000 / 3
+            assert sum(n for _, n, *_, ack in sent if ack <= first_fetch) * p.record_bytes >= 40_000 / 3
         assert first_fetch < acked[-1]
+
+
+def _resumes_at(p: KafkaParams, out: dict, producers: int) -> float:
+    """When every producer had its share of the backlog acknowledged after its warm-up's end."""
+    share = p.backlog_bytes / (p.groups * producers)
+    times = []
+    for i in range(producers):
+        r = out[f"producer{i}"]
+        warm_end = r["t_first_ns"] + p.warmup_ms * 1e6
+        total = 0
+        for _, n, *_, ack in sorted(r["sent"], key=lambda s: s[6]):
+            total += n if ack >= warm_end else 0
+            if total * p.record_bytes >= share:
+                times.append(ack)
+                break
+    return max(times)
+
+
+@pytest.mark.parametrize("system", ["kafka", "osu", "kafkadirect"])
+def test_omb_backlog_consumers_read_the_warm_up_pause_until_the_backlog_is_built_then_drain_it(system: str) -> None:
+    """OMB's buildAndDrainBacklog: consumers read during the warm-up, pause at its end while the producers go on,
+    resume once backlog_bytes (over the subscriptions) are unread, and then catch up."""
+    backlog = 600 * 256  # 600 records: ~6 ms at 100,000 records/s
+    shape = {**GROUP, "partitioner": "fixed" if system == "kafkadirect" else "round-robin", "groups": 2}
+    p, out = _run(system=system, rate_total=100_000.0, warmup_ms=4.0, duration_ms=12.0, backlog_bytes=backlog,
+                  **shape)  # fmt: skip
+    assert delivery_problems(out, p) == []
+    pause = max(out[f"producer{i}"]["t_first_ns"] for i in range(3)) + p.warmup_ms * 1e6
+    resume = _resumes_at(p, out, 3)
+    # 600 records over 2 groups: 300 records acknowledged after the pause, 3 ms at 100,000 records/s
+    assert 2.5e6 < resume - pause < 4e6
+    last_ack = max(s[6] for i in range(3) for s in out[f"producer{i}"]["sent"])
+    for c in topology(p).consumers:
+        got = [r[4] for r in out[c.name]["received"]]
+        assert min(got) < pause - 2e6  # read through the warm-up
+        assert all(t <= pause + 0.1e6 or t >= resume for t in got)  # nothing between the pause and the resume
+        assert min(t for t in got if t > pause + 0.1e6) < resume + 0.3e6  # resumed at once
+        assert max(got) < last_ack + 1e6  # and drained: the end comes with the producers'
 
 
 def test_a_consumer_with_no_partition_returns_at_once() -> None:

@@ -9,14 +9,10 @@ import pytest
 
 from kdlab.kafka.omb import OmbError, load_omb_workload
 from kdlab.kafka.omb_driver import load_omb_driver, parse_properties
-from kdlab.kafka.omb_run import omb_params, omb_params_dict, run_omb
-from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.omb_run import drained_end, omb_params, omb_params_dict, run_omb
 
 HERE = Path(__file__).parent / "omb_workloads"
 LATENCY = HERE / "kafka-latency.yaml"
-MODEL_FIELDS = ("topics", "groups", "rate_total", "duration_ms", "warmup_ms", "keys", "backlog_bytes", "buffer_memory")
-_missing = [f for f in MODEL_FIELDS if f not in KafkaParams.model_fields]
-needs_model_fields = pytest.mark.skipif(bool(_missing), reason=f"KafkaParams has no {', '.join(_missing)} yet")
 
 
 def driver_text(**sections: str) -> str:
@@ -135,7 +131,6 @@ def test_the_example_workload_is_upstreams() -> None:
     assert load_omb_driver(Path(__file__).parents[2] / "experiments/omb/kafka-driver.yaml") == load_omb_driver(LATENCY)
 
 
-@needs_model_fields
 @pytest.mark.parametrize(
     ("name", "shape"),
     [
@@ -172,7 +167,6 @@ def test_workload_fields_kdlab_cannot_honour_are_refused(tmp_path: Path) -> None
     assert "1024 bytes" in omb_params_dict(w, None, "kafka", workload_dir=tmp_path)[2]["payload"]
 
 
-@needs_model_fields
 def test_kafka_params_refusals_name_the_omb_field() -> None:
     w = load_omb_workload(HERE / "1-topic-16-partitions-1kb.yaml")
     with pytest.raises(OmbError, match=r"replication_factor: 3 replicas cannot be placed on 2 brokers"):
@@ -188,19 +182,9 @@ def test_closed_loop_for_producer_rate_zero_is_stated() -> None:
     assert fields["rate_total"] == 0.0 and "closed loop" in notes["producerRate"]
 
 
-# --- runs (need the open-loop model: producers return "sent", consumers "received") ---------------
+# --- runs -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def open_loop_model() -> None:
-    """Skip the runs until the model's producers return ``sent`` batches (a tiny probe run tells)."""
-    probe = run_omb(HERE / "1-topic-1-partition-1kb.yaml", "kafka", time_scale=0.00001, records_per_producer=64)
-    if not any(probe["publishRate"]):
-        pytest.skip("the model's producer roles return no 'sent' batches yet (issue 12's open-loop producers)")
-
-
-@needs_model_fields
-@pytest.mark.usefixtures("open_loop_model")
 @pytest.mark.parametrize("system", ["kafka", "kafkadirect"])
 def test_upstream_16_partition_workload_publishes_at_its_rate(system: str) -> None:
     res = run_omb(HERE / "1-topic-16-partitions-1kb.yaml", system, driver=LATENCY, time_scale=0.0005, brokers=3)
@@ -212,11 +196,56 @@ def test_upstream_16_partition_workload_publishes_at_its_rate(system: str) -> No
     assert 0 < res["aggregatedPublishLatency50pct"] <= res["aggregatedPublishLatency99pct"]
 
 
-@needs_model_fields
-@pytest.mark.usefixtures("open_loop_model")
 def test_a_rate_nobody_can_reach_is_reported_below_target(tmp_path: Path) -> None:
     doc = (HERE / "1-topic-1-partition-1kb.yaml").read_text().replace("producerRate: 50000", "producerRate: 20000000")
     (tmp_path / "w.yaml").write_text(doc)
     res = run_omb(tmp_path / "w.yaml", "kafka", driver=LATENCY, time_scale=0.0005, brokers=3)
     assert res["kdlab"]["achievedRate"] < 0.99 * 20_000_000 and "cannot carry" in res["kdlab"]["belowTarget"]
     assert res["publishDelayLatencyMax"][-1] > res["publishDelayLatencyMax"][0]  # the intended times run away
+
+
+def test_the_periods_start_at_the_producers_first_send(tmp_path: Path) -> None:
+    """KafkaDirect's producers send first ~0.5 ms into the run (connections, segment addresses, QPs): with no
+    warm-up and 1 ms periods the first period is a whole one of publishing, not one missing its first half."""
+    doc = (HERE / "1-topic-16-partitions-1kb.yaml").read_text()
+    (tmp_path / "w.yaml").write_text(
+        doc.replace("testDurationMinutes: 15", "testDurationMinutes: 1\nwarmupDurationMinutes: 0")
+    )
+    res = run_omb(tmp_path / "w.yaml", "kafkadirect", time_scale=0.0001, brokers=3)
+    assert res["kdlab"]["startMs"] > 0.3 and len(res["publishRate"]) == 6
+    assert min(res["publishRate"]) >= 0.95 * 50_000 and min(res["consumeRate"]) >= 0.95 * 50_000
+
+
+def test_upstream_10000_partition_workload_runs() -> None:
+    """10,000 partitions, 4 producers, 4 consumers at 200,000 msg/s, 3 brokers; at 1e-5 (a 3 ms test of 0.1 ms
+    periods, ~2 s here) the end-to-end latency (linger.ms 1) is a third of the test, so consumption trails."""
+    res = run_omb(HERE / "1-topic-10000-partitions-1kb-4p-4c-200k.yaml", "kafka", driver=LATENCY, time_scale=0.00001,
+                  brokers=3)  # fmt: skip
+    assert len(res["publishRate"]) == 30
+    assert sum(res["publishRate"]) / 30 == pytest.approx(200_000, rel=0.05)
+    assert sum(res["consumeRate"]) / 30 > 0.85 * 200_000
+    assert 0 < res["aggregatedPublishLatency50pct"] <= res["aggregatedEndToEndLatency99pct"]
+
+
+@pytest.mark.parametrize("system", ["kafka", "kafkadirect"])
+def test_upstream_backlog_workload_builds_the_backlog_then_drains_it(system: str) -> None:
+    """Upstream's 512 GB backlog workload at 1e-4 (1 ms periods, a 6 ms warm-up, a 30 ms test) with a 2 MB
+    backlog (~10 ms of 200,000 msg/s): the consumers pause after the warm-up (consumeRate 0) while the backlog
+    grows at the publish rate, then drain it far faster than it is published, and it returns to ~0."""
+    backlog = 2_000_000
+    res = run_omb(HERE / "1-topic-100-partitions-1kb-4p-4c-200k-backlog.yaml", system, driver=LATENCY,
+                  time_scale=0.0001, brokers=3, backlog_bytes=backlog)  # fmt: skip
+    pub, cons, left = res["publishRate"], res["consumeRate"], res["backlog"]
+    assert len(pub) >= 30 and "backlog" in res["kdlab"]
+    k = next(i for i, c in enumerate(cons) if c)
+    assert k >= 8 and cons[:k] == [0.0] * k  # building: ~10 periods of 200 messages
+    assert left[k - 1] >= 0.8 * backlog / 1024 and left[k - 1] > left[k - 2] > left[0] > 0
+    assert max(cons[k : k + 2]) > 5 * sum(pub) / len(pub)  # draining
+    assert max(left[k + 2 :]) < 0.15 * backlog / 1024 and left[-1] == 0  # back to the pipeline's few messages
+    assert pub[k + 5] == pytest.approx(200_000, rel=0.2)  # the producers went on at their rate
+
+
+def test_with_a_backlog_the_test_runs_on_in_whole_periods_until_it_is_drained() -> None:
+    assert drained_end(10, 40, 35.0, 10) == 40  # drained within the test
+    assert drained_end(10, 40, 40.0, 10) == 50  # a record received at the test's end: one more period
+    assert drained_end(10, 40, 57.5, 10) == 60

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdlab.kafka import sender
-from kdlab.kafka.cluster import build
+from kdlab.kafka import direct_producer, sender
+from kdlab.kafka.cluster import build, topology
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.records import batch_size_bytes
+from kdlab.ops import Clock, Lookup
+from kdlab.program import Role
 from kdlab.workloads.kafka import consume_metrics, delivery_problems, produce_metrics
 from kdsim.engine import SimEngine
 from kdsim.profile import load_profile
@@ -106,3 +108,95 @@ def test_a_request_per_broker_carries_several_partitions_and_the_connection_limi
     assert {b for b, _, _ in requests} == {"b0", "b1"}
     assert max(n for _, n, _ in requests) == 4  # each broker leads 4 of the 8 partitions
     assert max(k for _, _, k in requests) == 1  # a third request waits for an ack
+
+
+SPREAD = {"record_bytes": 100, "partitions": 12, "brokers": 3, "replication_factor": 2, "producers": 2,
+          "consumers": 2, "acks": -1, "segment_bytes": 1 << 22, "linger_ms": 1.0, "rate_total": 30_000.0,
+          "duration_ms": 10.0}  # fmt: skip
+
+
+def _spread(system: str) -> dict:
+    return {**SPREAD, "partitioner": "fixed" if system == "kafkadirect" else "sticky"}
+
+
+@pytest.mark.parametrize("system", ["kafka", "osu", "kafkadirect"])
+def test_the_run_ends_with_the_last_ack_not_a_fetch_parked_for_fetch_max_wait(system: str) -> None:
+    """A 10 ms open loop over 12 partitions on 3 brokers: some consumer's fetch is parked at a broker whose
+    partitions get no more data; the consumer still stops once it has read to the producers' ends, so the
+    simulated time (utilisations divide by it) ends with the last ack, and no fetch waited fetch.max.wait.ms."""
+    p = KafkaParams(system=system, **_spread(system))
+    engine = SimEngine("cx4-edr-100g")
+    out = engine.run(build(p))
+    assert delivery_problems(out, p) == []
+    last_ack = max(s[6] for i in range(2) for s in out[f"producer{i}"]["sent"])
+    assert last_ack <= engine.stats.sim_time_ns < last_ack + 0.1e6
+    assert max(out[f"consumer{j}"]["t_last_ns"] for j in range(2)) < last_ack + 0.1e6
+    fetches = [x for j in range(2) for x in out[f"consumer{j}"]["fetch_latency_ns"]]
+    assert max(fetches) < 0.05 * p.fetch_max_wait_ms * 1e6
+
+
+@pytest.mark.parametrize("system", ["kafka", "kafkadirect"])
+def test_the_final_counts_are_published_when_the_application_is_done_not_after_the_last_ack(system: str) -> None:
+    """``produced{pid}`` (how consumers know the end) comes once every record is offered: after the last send(),
+    before the last ack, and it counts every record the producer appended."""
+    p = KafkaParams(system=system, **_spread(system))
+
+    def observer() -> object:
+        seen = {}
+        for pid in range(2):
+            counts = yield Lookup(f"produced{pid}")
+            seen[pid] = (counts, (yield Clock()))
+        return seen
+
+    out = SimEngine("cx4-edr-100g").run([*build(p), Role("observer", "p0", observer, {})])
+    for pid in range(2):
+        counts, at = out["observer"][pid]
+        sent = out[f"producer{pid}"]["sent"]
+        assert max(s[5] for s in sent) <= at < out[f"producer{pid}"]["t_last_ns"]
+        per_partition: dict[int, int] = {}
+        for q, n, *_ in sent:
+            per_partition[q] = per_partition.get(q, 0) + n
+        assert {q: n for q, n in counts.items() if n} == per_partition
+
+
+@pytest.mark.parametrize(("system", "linger_ms", "rate"), [("kafka", 0.05, 20_000.0), ("kafkadirect", 0.01, 25_000.0)])
+def test_a_full_connection_does_not_hold_back_another_brokers_linger(
+    system: str, linger_ms: float, rate: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_in_flight 1, 3 partitions on 2 brokers: one broker (2 partitions) is often full with a batch ready
+    while the other's batch lingers. The Sender wakes for that linger (next_ready_ns over the brokers that may
+    take a request) instead of waiting for an ack: each batch of the lone partition goes out when its linger
+    expires or its previous batch is acknowledged, whichever is later (give or take the Sender's CPU work)."""
+    closes: list[tuple[int, float, int, float]] = []  # partition, created, records, drained at
+    if system == "kafkadirect":
+        real_close = direct_producer._Sender.close
+
+        def close(self, part, batch):
+            closes.append((batch.partition, batch.created_ns, batch.records, (yield Clock())))
+            return (yield from real_close(self, part, batch))
+
+        monkeypatch.setattr(direct_producer._Sender, "close", close)
+    else:
+        real_send = sender.Sender.send
+
+        def send(self, broker, batches):
+            now = yield Clock()
+            closes.extend((b.partition, b.created_ns, b.records, now) for b in batches)
+            return (yield from real_send(self, broker, batches))
+
+        monkeypatch.setattr(sender.Sender, "send", send)
+    p = KafkaParams(system=system, partitions=3, brokers=2, replication_factor=2, acks=-1, consumers=1,
+                    partitioner="fixed" if system == "kafkadirect" else "round-robin", max_in_flight=1,
+                    linger_ms=linger_ms, rate_total=rate, duration_ms=20.0, record_bytes=100,
+                    segment_bytes=1 << 22)  # fmt: skip
+    out = SimEngine("cx4-edr-100g").run(build(p))
+    leaders = [topology(p).leader(q) for q in range(3)]
+    (alone,) = [q for q in range(3) if leaders.count(leaders[q]) == 1]
+    acks = sorted(s[6] for s in out["producer0"]["sent"] if s[0] == alone)
+    mine = [c for c in closes if c[0] == alone]
+    late = []
+    for j, (_, created, records, at) in enumerate(mine[:-2]):  # the last ones leave at close(), without linger
+        assert records < p.records_per_batch  # each closes on its linger
+        free = acks[j - 1] if j else 0.0
+        late.append(at - max(created + linger_ms * 1e6, free))
+    assert len(late) > 50 and max(late) < 10e3  # a wait for the other broker's ack would be tens of us
