@@ -254,17 +254,21 @@ def perftest(
 def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versions: bool) -> None:
     """Redraw every experiment's figure from the results already in RESULTS_DIR (current code's rows)."""
     from kdlab.figures import render
-    from kdlab.results import load_results
+    from kdlab.results import load_results, rows_of_spec
 
     for spec in _specs(_spec_files(experiments_dir)):
         if not spec.figure or not (Path(results_dir) / spec.name).is_dir():
             continue
         got = load_results(results_dir, spec.name, all_versions=all_versions)
-        if not len(got.frame):
-            click.echo(f"{spec.name}: no rows of the current code ({got.other_versions} of other versions: "
+        frame = rows_of_spec(got.frame, spec)
+        if len(frame) < len(got.frame):
+            click.echo(f"{spec.name}: left out {len(got.frame) - len(frame)} row(s) of points the spec no longer has",
+                       err=True)  # fmt: skip
+        if not len(frame):
+            click.echo(f"{spec.name}: no rows of the current code and spec ({got.other_versions} of other versions: "
                        "--all-versions draws them)", err=True)  # fmt: skip
             continue
-        for p in render(got.frame, spec, figures_dir):
+        for p in render(frame, spec, figures_dir):
             click.echo(str(p))
 
 

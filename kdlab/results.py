@@ -15,15 +15,19 @@ with a :class:`ResultsError` naming it; ``kdlab results check --repair`` moves i
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from kdlab.spec import ExperimentSpec
 
 #: Columns without which a Parquet file is not a kdlab result part.
 REQUIRED_COLUMNS = ("experiment", "config_json", "created_utc")
@@ -212,6 +216,16 @@ def load_results(
     keep = frame["_run"] == newest
     out = frame[keep].drop(columns="_run").reset_index(drop=True)
     return ResultSet(out, other_versions=other, superseded=int((~keep).sum()))
+
+
+def rows_of_spec(frame: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
+    """The rows of the points ``spec`` has now: an edited spec's old points stay in its folder, not in its figure."""
+    from kdlab.spec import expand
+
+    if not len(frame) or "config_json" not in frame:
+        return frame
+    wanted = {json.dumps(pt.config(), sort_keys=True, default=str) for pt in expand(spec)}
+    return frame[frame["config_json"].isin(wanted)].reset_index(drop=True)
 
 
 def read_results(

@@ -68,11 +68,11 @@ def synthetic_frame(spec: ExperimentSpec) -> pd.DataFrame:
 
 
 def _measured(spec: ExperimentSpec) -> pd.DataFrame | None:
-    from kdlab.results import load_results
+    from kdlab.results import load_results, rows_of_spec
 
     if not (RESULTS / spec.name).is_dir():
         return None
-    frame = load_results(RESULTS, spec.name, all_versions=True).frame
+    frame = rows_of_spec(load_results(RESULTS, spec.name, all_versions=True).frame, spec)
     return frame if len(frame) else None
 
 

@@ -95,3 +95,18 @@ def test_an_interrupt_writes_the_points_that_finished(tmp_path: Path, monkeypatc
     on_disk = pd.read_parquet(tmp_path / "hyg")
     assert sorted(on_disk["size"]) == [64, 256]
     assert not list((tmp_path / "hyg").glob(".part-*"))
+
+
+def test_a_figure_leaves_out_points_an_edited_spec_no_longer_has(tmp_path) -> None:
+    """After a spec's sweep changes, its folder still holds the old points' rows; the figure draws only the new."""
+    from kdlab.results import load_results, rows_of_spec
+    from kdlab.runner import run_experiment
+    from kdlab.spec import load_spec
+
+    old = {**SPEC, "sweep": {"size": [64, 128]}}
+    new = {**SPEC, "sweep": {"size": [128, 256]}}
+    run_experiment(old, results_dir=tmp_path, progress=False)
+    run_experiment(new, results_dir=tmp_path, progress=False)
+    frame = load_results(tmp_path, SPEC["name"]).frame
+    assert sorted(frame["size"]) == [64, 128, 256]
+    assert sorted(rows_of_spec(frame, load_spec(new))["size"]) == [128, 256]
