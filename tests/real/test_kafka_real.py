@@ -140,20 +140,20 @@ def test_delivery_check_rejects_a_changed_byte_or_a_reordered_batch(engine: Any)
 
 
 SPREAD = {
-    "brokers": 3, "replication_factor": 3, "acks": -1, "partitions": 6, "producers": 3, "partitioner": "round-robin",
-    "consumers": 2, "records_per_producer": 400, "record_bytes": 100, "batch_bytes": 1024, "segment_bytes": 16384,
-    "network_threads": 1, "io_threads": 2, "consume_after_produce": True,
+    "brokers": 3, "replication_factor": 3, "acks": -1, "partitions": 12, "producers": 3, "partitioner": "round-robin",
+    "consumers": 3, "records_per_producer": 400, "record_bytes": 100, "batch_bytes": 1024, "segment_bytes": 16384,
+    "network_threads": 1, "io_threads": 2,
 }  # fmt: skip
-# consume_after_produce: the consumers learn each partition's end from the producers' blocking Lookup; tailing
-# consumers peek (Lookup(wait=False)), which kdreal's RendezvousClient does not serve yet.
+# the consumers tail: they learn each partition's end by peeking at the producers' counts (Lookup(wait=False))
 
 
 @pytest.mark.parametrize("system", ["kafka", "osu"])
 def test_producers_spread_over_partitions_deliver_exactly_once_to_a_group(
     engine: Any, system: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """3 producers over 6 partitions on 3 brokers (requests of several partitions, consumers of several brokers,
-    replica fetchers of several partitions): every record once, in order per partition, every partition used."""
+    """3 producers over 12 partitions on 3 brokers, read by a group of 3 consumers (requests of several partitions,
+    consumers of several brokers, replica fetchers of several partitions): every record once, in order per
+    partition, every partition used, each partition read by one member."""
     p = KafkaParams(system=system, **SPREAD)
     _install_spies(monkeypatch, p, tmp_path)
     out = engine.run(build(p))
@@ -161,4 +161,6 @@ def test_producers_spread_over_partitions_deliver_exactly_once_to_a_group(
     for i in range(p.producers):
         assert {s[0] for s in out[f"producer{i}"]["sent"]} == set(range(p.partitions))
     assert sum(out[f"consumer{j}"]["records"] for j in range(p.consumers)) == 3 * 400
+    read = [{d[6] for d in out[f"consumer{j}"]["delivered"]} for j in range(p.consumers)]
+    assert sorted(q for r in read for q in r) == list(range(p.partitions))  # each partition by exactly one member
     assert _count(tmp_path, "ack") > 0 and _count(tmp_path, "fetch") > 0
