@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdlab.kafka.batches import BatchInfo
-from kdlab.kafka.params import KafkaParams
-from kdlab.ops import Clock, Lookup, Notify, TcpConnect, TcpRecv, TcpSend, WaitNotify
+from kdlab.ops import Clock, Notify, TcpConnect, TcpRecv, TcpSend, WaitNotify
 
 
 class TcpLinks:
@@ -96,12 +95,3 @@ def delivery(info: BatchInfo, partition: int | None = None) -> tuple[int, ...]:
     timestamp, CRC[, partition]), enough to check exactly-once, order, offsets and content afterwards."""
     out = (info.producer_id, info.base_sequence, info.records, info.base_offset, info.timestamp, info.crc)
     return out if partition is None else (*out, partition)
-
-
-def wait_for_producers(p: KafkaParams, partition: int) -> Any:
-    """With ``consume_after_produce``, wait until every producer of the partition is done (producer i writes
-    partition i mod partitions: KafkaDirect's consumers; Kafka's and OSU's wait in :mod:`kdlab.kafka.fetcher`)."""
-    if p.consume_after_produce:
-        for i in range(p.producers):
-            if i % p.partitions == partition:
-                yield Lookup(f"produced{i}")
