@@ -50,3 +50,21 @@ def test_run_points_gives_the_same_metrics_with_one_or_two_workers() -> None:
     assert strip(one) == strip(two)
     metric_cols = set(one[0]) - set(COMMON_COLUMNS)
     assert {"t_typical_us", "bw_avg_gbps"} <= {c for r in one for c in r} and metric_cols
+
+
+def test_a_cluster_run_is_the_same_on_one_worker_or_two() -> None:
+    """Sticky partitioning, open loop, groups, several brokers and topics: the same rows whichever worker ran them."""
+    shape = {"system": "kafka", "brokers": 3, "replication_factor": 2, "acks": -1, "topics": 2, "partitions": 4,
+             "producers": 2, "consumers": 2, "groups": 2, "partitioner": "sticky", "record_bytes": 200,
+             "rate_total": 40_000, "duration_ms": 4.0, "warmup_ms": 1.0, "linger_ms": 0.5,
+             "segment_bytes": 1 << 20}  # fmt: skip
+    spec = load_spec({"name": "det-kafka", "workload": "kafka", "params": shape,
+                      "sweep": {"variant": [{"system": "kafka"}, {"system": "osu"}]}})  # fmt: skip
+    points = expand(spec)
+    one, _ = run_points(points, workers=1, progress=False)
+    two, _ = run_points(points, workers=2, progress=False)
+    drop = ("created_utc", "wall_s", "run_id")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in one] == [
+        {k: v for k, v in r.items() if k not in drop} for r in two
+    ]
+    assert all(r["delivery_ok"] for r in one) and one[0]["ack_latency_p50_us"] > 0
