@@ -1,8 +1,25 @@
 """TCP connections between simulated hosts, one event per message.
 
-A message of ``nbytes`` is cut into ``ceil(nbytes / MSS)`` frames that hold the
-sender's link for ``(nbytes + frames * frame_overhead) / rate`` and arrive
-``tcp.latency_ns`` (the two kernel stacks and the wire) after the last frame left.
+A message of ``nbytes`` is cut into ``ceil(nbytes / MSS)`` frames that take
+``d = (nbytes + frames * frame_overhead) / rate`` on a link. It crosses two links,
+each a FIFO server per host and direction at ``tcp.data_rate_gbps``: the sender's
+uplink, then the receiver's downlink (the switch port towards the receiver). The two
+form a pipeline: the last frame leaves the uplink at ``e = max(when, uplink free) + d``
+and the receiver's downlink at ``max(e, downlink free + d)``, so an idle downlink adds
+nothing and a single flow is timed as if only the sender's link existed, while N
+senders into one receiver share its rate (incast; the switch buffer is taken to be
+unbounded). The message arrives ``tcp.latency_ns`` (the two kernel stacks and the
+wire) after its last frame left the downlink. A connection within one host crosses
+only the sender's link, as before. ``uplinks`` and ``downlinks`` keep each link's busy
+time; :meth:`SocketLayer.utilisation` reports both per host.
+
+The links are computed schedules (:class:`~kdsim.timeline.Timeline`), served in the
+order sends are reserved. Senders that wait between sends (for a response, as Kafka's
+clients do) reserve in time order and share a receiver's link about equally; a thread
+that streams many sends without ever waiting reserves them all at once, ahead of
+senders the simulator reaches later, so the aggregate is still bounded by the
+receiver's rate but the streams are served one after another rather than interleaved.
+
 The CPU cost is charged to the threads that send and receive: a system call per
 message plus a per-byte copy on each side (none for a zero-copy ``sendfile``).
 Messages on one connection arrive in order. TCP's flow and congestion control are
@@ -58,7 +75,9 @@ class SocketLayer:
         self.mss = tcp.mtu_bytes - 52  # IPv4 20 + TCP 20 + timestamps 12
         self.frame_overhead = tcp.frame_overhead_bytes
         self.latency_ns = tcp.latency_ns
+        #: Each host's link towards the network, and the network's link towards it.
         self.uplinks: dict[str, Timeline] = {}
+        self.downlinks: dict[str, Timeline] = {}
         self.listeners: dict[str, SimListener] = {}
         self.connect_waiters: dict[str, list[Waiter]] = {}
         self.bytes_sent = 0
@@ -92,10 +111,13 @@ class SocketLayer:
         peer = conn.peer
         assert peer is not None
         frames = max(1, -(-nbytes // self.mss))
-        link = self.uplinks.get(conn.handle.host)
-        if link is None:
-            link = self.uplinks[conn.handle.host] = Timeline(f"{conn.handle.host}.tcp")
-        _, end = link.reserve(when, (nbytes + frames * self.frame_overhead) * self.ns_per_byte)
+        wire_ns = (nbytes + frames * self.frame_overhead) * self.ns_per_byte
+        src, dst = conn.handle.host, peer.handle.host
+        start, end = _link(self.uplinks, src, "{}.tcp").reserve(when, wire_ns)
+        if dst != src:
+            # The receiver's downlink serves the message from when its first frame can
+            # reach it; its last frame leaves no earlier than it left the uplink.
+            _, end = _link(self.downlinks, dst, "->{}.tcp").reserve(start, wire_ns, end)
         arrival = max(end + self.latency_ns, peer.last_arrival)  # TCP delivers in order
         peer.last_arrival = arrival
         heapq.heappush(peer.inbox, (arrival, next(self.seq), (message, nbytes)))
@@ -103,6 +125,14 @@ class SocketLayer:
             waiter.wake_at(self.env, arrival)
         self.bytes_sent += nbytes
         return arrival
+
+    def utilisation(self, now: float) -> dict[str, dict[str, float]]:
+        """Per host, the busy fraction of its TCP uplink and downlink up to ``now``."""
+        out: dict[str, dict[str, float]] = {}
+        for kind, links in (("tcp_uplink", self.uplinks), ("tcp_downlink", self.downlinks)):
+            for host, link in links.items():
+                out.setdefault(host, {})[kind] = link.busy_ns / now if now else 0.0
+        return out
 
     @staticmethod
     def ready(conns: list[SimConn], now: float) -> tuple[SimConn, Any] | None:
@@ -114,3 +144,11 @@ class SocketLayer:
         if best is None:
             return None
         return best, heapq.heappop(best.inbox)[2]
+
+
+def _link(links: dict[str, Timeline], host: str, name: str) -> Timeline:
+    """``host``'s link in ``links``, made on first use (``name`` is formatted with the host)."""
+    link = links.get(host)
+    if link is None:
+        link = links[host] = Timeline(name.format(host))
+    return link
