@@ -10,11 +10,13 @@ woken no earlier than ``now + debt``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+import numpy as np
 import simpy
 
 from kdlab import ops
@@ -56,6 +58,40 @@ class RoleState:
     busy_ns: float = 0.0
     waiting_for: str = ""
     done: bool = False
+    cpu_jitter: Jitter | None = None  # draws CPU costs (profile host.cpu_sigma > 0)
+    wake_jitter: Jitter | None = None  # draws wake-ups (profile host.wakeup_sigma > 0)
+
+
+class Jitter:
+    """Lognormal draws of one role's costs of one family: median the profile's cost, ``sigma`` the width.
+
+    Each (seed, role, family) has a stream of its own, seeded by a stable hash (not Python's
+    salted ``hash``): a role's draws depend only on the run's seed, its name and how many costs
+    it has drawn, never on the order events of other roles run in, nor on the process or worker
+    that runs the point.
+    """
+
+    __slots__ = ("_buf", "_i", "_rng", "sigma")
+
+    BLOCK = 256  # draws made at a time (numpy per call is slow); a fixed size keeps the sequence fixed
+
+    def __init__(self, seed: int, role: str, family: str, sigma: float) -> None:
+        digest = hashlib.blake2b(f"kdsim/{seed}/{role}/{family}".encode(), digest_size=16).digest()
+        self._rng = np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
+        self.sigma = sigma
+        self._buf: list[float] = []
+        self._i = 0
+
+    def __call__(self, ns: float) -> float:
+        """``ns`` times a lognormal factor of median 1 (0 stays 0, and draws nothing)."""
+        if ns <= 0.0:
+            return ns
+        i = self._i
+        if i == len(self._buf):
+            self._buf = np.exp(self.sigma * self._rng.standard_normal(self.BLOCK)).tolist()
+            i = 0
+        self._i = i + 1
+        return ns * self._buf[i]
 
 
 @dataclass
@@ -107,6 +143,11 @@ class SimEngine:
         self._lookups: dict[str, list[simpy.Event]] = {}
         self._states = {r.name: RoleState(r.name, r.host) for r in roles}
         host = self._host
+        for st in self._states.values():  # width 0: no generator, no draw, the profile's costs exactly
+            if host.cpu_sigma:
+                st.cpu_jitter = Jitter(self.seed, st.name, "cpu", host.cpu_sigma)
+            if host.wakeup_sigma:
+                st.wake_jitter = Jitter(self.seed, st.name, "wakeup", host.wakeup_sigma)
         self._process_cores = {h: [0.0] * host.process_cores for h in hosts} if host.process_cores else {}
         self._machine = ServerPool("machine", host.machine_cores).servers if host.machine_cores else None
         self._shared_cores = bool(host.process_cores or host.machine_cores)
@@ -185,6 +226,8 @@ class SimEngine:
     # --- time ---------------------------------------------------------------------
 
     def _cpu(self, st: RoleState, ns: float) -> None:
+        if st.cpu_jitter is not None:
+            ns = st.cpu_jitter(ns)
         st.busy_ns += ns
         if not self._shared_cores:  # every thread its own core: the common, fast case
             st.debt += ns
@@ -208,6 +251,11 @@ class SimEngine:
         if own is not None:
             own[i] = end
         st.debt = end - now
+
+    @staticmethod
+    def _wake(st: RoleState, ns: float) -> float:
+        """A wake-up of ``ns`` (the profile's median), drawn when the profile gives wake-ups a width."""
+        return ns if st.wake_jitter is None else st.wake_jitter(ns)
 
     def _block(self, st: RoleState, what: str, resume: Any) -> _Block:
         """Park the thread; the waiter is not woken before the thread's own time."""
@@ -307,12 +355,15 @@ class SimEngine:
             self._cpu(st, host.poll_ns)
             return ready
         busy = op.mode == "busy"
-        wake_cost = host.cache_miss_ns if busy else host.wakeup_ns
 
         def resume(st: RoleState) -> list:
             cq.waiter = None
             if busy:
                 st.busy_ns += self.env.now - block.waiter.not_before
+                jitter = st.cpu_jitter  # a spinning core's miss is CPU work
+                wake_cost = host.cache_miss_ns if jitter is None else jitter(host.cache_miss_ns)
+            else:
+                wake_cost = self._wake(st, host.wakeup_ns)
             st.debt = wake_cost  # a wake-up takes time; only busy polling burns the CPU
             if busy:
                 st.busy_ns += wake_cost
@@ -380,7 +431,7 @@ class SimEngine:
 
     def _compute(self, op: ops.Compute, st: RoleState) -> None:
         if op.kind in WAIT_KINDS:  # a wait, not CPU work: the thread's time moves on, no core is used
-            st.debt += WAIT_KINDS[op.kind](self, op.nbytes)
+            st.debt += self._wake(st, WAIT_KINDS[op.kind](self, op.nbytes))
             return
         if op.kind not in COMPUTE_KINDS:
             known = sorted({*COMPUTE_KINDS, *WAIT_KINDS})
@@ -485,7 +536,7 @@ class SimEngine:
 
         def resume(st: RoleState) -> Any:
             q.putters.remove(block.waiter)
-            st.debt = self._host.queue_wakeup_ns  # a parked thread is woken (a futex), no interrupt
+            st.debt = self._wake(st, self._host.queue_wakeup_ns)  # a parked thread is woken (a futex), no interrupt
             return self._queue_put(op, st)
 
         block = self._block(st, f"room in queue {op.queue!r}", resume)
@@ -505,7 +556,7 @@ class SimEngine:
             ok, item = self.sync.take(q, self.env.now)
             if ok:
                 self.sync.released(q, self.env.now)
-                st.debt = self._host.queue_wakeup_ns  # handed work while parked: a futex wake, no interrupt
+                st.debt = self._wake(st, self._host.queue_wakeup_ns)  # handed work while parked: a futex wake
                 return item
             if op.timeout_ns is None:  # another thread took it first: wait again
                 return self._queue_get(op, st)
@@ -529,7 +580,7 @@ class SimEngine:
                 waiters.remove(block.waiter)  # timed out: still registered
                 st.debt = 0.0
                 return False
-            st.debt = self._host.notify_ns
+            st.debt = self._wake(st, self._host.notify_ns)
             return True
 
         block = self._block(st, f"a notification on {op.key!r}", resume)

@@ -137,6 +137,20 @@ class HostParams:
     op_ns: float = param("ns", "CPU time of the datapath's own code per operation (interpreter, engine dispatch)")
     process_cores: int = param("cores", "cores the threads of one host process can use at once (0: one per thread)")
     machine_cores: int = param("cores", "cores all simulated hosts share, as processes of one VM (0: one machine each)")
+    cpu_sigma: float = param(
+        "ln",
+        "width of host CPU costs (Compute kinds, post/poll/syscall/copy costs, op_ns): each charge is drawn "
+        "lognormal with median the cost above and this standard deviation of its logarithm, from the run's "
+        "seed; 0: no draw, the cost itself (docs/variability.md)",
+        high=3.0,
+    )
+    wakeup_sigma: float = param(
+        "ln",
+        "width of wake-ups (wakeup_ns, queue_wakeup_ns, notify_ns, handoff_ns): each wake-up is drawn lognormal "
+        "with median the cost above and this standard deviation of its logarithm, from the run's seed; 0: no "
+        "draw, the cost itself (docs/variability.md)",
+        high=3.0,
+    )
 
 
 SECTIONS: dict[str, type] = {
