@@ -183,6 +183,9 @@ STYLE: dict[str, Style] = {
     "Kafka, 25 GbE": Style(_mix(_KAFKA, "white", 0.35), "v", "-."),
     "Kafka, 10 GbE": Style(_mix(_KAFKA, "white", 0.6), "D", ":"),
     "KafkaDirect, EDR": Style(_KD, "o"),
+    # host-cost variability (sweeps/latency-under-load.yaml): the system's colour, lighter and dashed
+    "Kafka, host jitter": Style(_mix(_KAFKA, "white", 0.45), "v", "--"),
+    "KafkaDirect exclusive, host jitter": Style(_mix(_KD, "white", 0.45), "P", "--"),
     # perftest's operations and the hardware profiles
     "WRITE": Style(_O["blue"], "o"),
     "READ": Style(_O["green"], "^"),

@@ -507,7 +507,7 @@ class SimEngine:
         def resume(st: RoleState) -> Any:
             for c in conns:
                 c.waiters.remove(block.waiter)
-            st.debt = self._host.wakeup_ns
+            st.debt = self._wake(st, self._host.wakeup_ns)
             got = SocketLayer.ready(conns, self.env.now + st.debt)
             return None if got is None else self._received(got, st)
 

@@ -238,9 +238,12 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     brokers = [h for h in util if h.startswith("b")]
     row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
     row["nic_pu_util_broker"] = max((util[h].get("pu", 0.0) for h in brokers), default=0.0)
-    tcp = engine.sockets.uplinks
+    tcp = engine.sockets.utilisation(stats.sim_time_ns)  # per host: the TCP link out, and in (incast)
     row["tcp_link_util_broker"] = max(
-        (tcp[h].busy_ns / stats.sim_time_ns for h in tcp if h.startswith("b")), default=0.0
+        (u.get("tcp_uplink", 0.0) for h, u in tcp.items() if h.startswith("b")), default=0.0
+    )
+    row["tcp_downlink_util_broker"] = max(
+        (u.get("tcp_downlink", 0.0) for h, u in tcp.items() if h.startswith("b")), default=0.0
     )
     mem = {h: m.registered_bytes for h, m in engine.memories.items()}
     row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
