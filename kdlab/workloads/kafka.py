@@ -226,6 +226,21 @@ class KafkaWorkload:
         return [row]
 
 
+def _broker_cores(engine: Any, stats: Any) -> dict[str, float]:
+    """The busiest broker's CPU: cores kept busy, and that over the cores it has (``host.process_cores``, else one
+    per thread), so a researcher sees when a broker's threads queue for cores."""
+    by_host: dict[str, list[float]] = defaultdict(list)
+    for role, ns in stats.role_cpu_busy_ns.items():
+        if role.startswith("b") and "." in role:
+            by_host[role.split(".")[0]].append(ns)
+    if not by_host:
+        return {}
+    cores = engine.profile.host.process_cores
+    busy = {h: sum(v) / stats.sim_time_ns for h, v in by_host.items()}
+    util = {h: busy[h] / (cores or len(by_host[h])) for h in by_host}
+    return {"cpu_broker_busy_cores": max(busy.values()), "cpu_broker_util": max(util.values())}
+
+
 def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     row: dict[str, float] = {}
     sim_s = stats.sim_time_ns * 1e-9
@@ -234,6 +249,7 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
         busy[_thread_class(role)] += ns
     for cls, ns in sorted(busy.items()):
         row[f"cpu_{cls}_cores"] = ns * 1e-9 / sim_s
+    row.update(_broker_cores(engine, stats))
     util = stats.utilisation  # per host: NIC processing units, PCIe, RDMA uplink
     brokers = [h for h in util if h.startswith("b")]
     row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
