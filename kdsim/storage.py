@@ -85,7 +85,8 @@ class HostStorage:
         return self.reader.reserve(t, duration)[1] + p.device_latency_ns
 
     def utilisation(self, now: float) -> dict[str, float]:
+        """Busy share of each direction over ``now``, capped at 1 (write-back still queued at the end counts)."""
         return {
-            "device_write": self.writer.busy_ns / now if now else 0.0,
-            "device_read": self.reader.busy_ns / now if now else 0.0,
+            "device_write": min(1.0, self.writer.busy_ns / now) if now else 0.0,
+            "device_read": min(1.0, self.reader.busy_ns / now) if now else 0.0,
         }
