@@ -174,6 +174,30 @@ class Compute:
 
 
 @dataclass(slots=True)
+class FileWrite:
+    """Append ``nbytes`` to this host's log files through the page cache -> a position token.
+
+    The token (the host's count of bytes written, after these) tells :class:`FileRead` whether
+    the bytes are still cached. kdsim models the kernel's write-back to the host's device
+    (``storage`` in the profile): the write blocks while dirty data is over the dirty limit, and
+    returns 0, blocking never, where no device is modelled. kdreal returns 0: its files are real.
+    """
+
+    nbytes: int
+
+
+@dataclass(slots=True)
+class FileRead:
+    """Read log-file bytes: ``extents`` are ``(token, nbytes)`` pairs from :class:`FileWrite`.
+
+    kdsim reads the bytes that have left the page cache from the host's device, in one read,
+    and returns when they are there; kdreal does nothing (the datapath sends from memory).
+    """
+
+    extents: list[tuple[int, int]]
+
+
+@dataclass(slots=True)
 class Sleep:
     """Let ``duration_ns`` nanoseconds pass without using the CPU."""
 
@@ -306,6 +330,8 @@ Operation = (
     | WriteMem
     | SpinUntil
     | Compute
+    | FileWrite
+    | FileRead
     | Sleep
     | Clock
     | TcpListen

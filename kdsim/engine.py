@@ -28,6 +28,7 @@ from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
 from kdsim.sockets import SimConn, SocketLayer
+from kdsim.storage import HostStorage
 from kdsim.sync import SyncLayer
 from kdsim.timeline import ServerPool
 from kdsim.transport import RcTransport
@@ -138,6 +139,9 @@ class SimEngine:
         self._ids = count(1)
         self.sockets = SocketLayer(env, profile, self._ids)
         self.sync = SyncLayer(env)
+        storage = profile.storage
+        modelled = storage.device_write_gbps > 0  # 0: no device, FileWrite and FileRead cost nothing
+        self.storage = {h: HostStorage(h, storage) for h in hosts} if modelled else {}
         self._conns: dict[int, SimConn] = {}
         self._published: dict[str, Any] = {}
         self._lookups: dict[str, list[simpy.Event]] = {}
@@ -182,6 +186,8 @@ class SimEngine:
         st.transport_events = self.transport.events
         st.role_cpu_busy_ns = {s.name: s.busy_ns for s in self._states.values()}
         st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
+        for h, store in self.storage.items():
+            st.utilisation.setdefault(h, {}).update(store.utilisation(now))
         if self.fabric is not None:
             for h, link in self.fabric.uplink.items():
                 st.utilisation.setdefault(h, {})["uplink"] = link.busy_ns / now if now else 0.0
@@ -205,7 +211,7 @@ class SimEngine:
             if handler is None:
                 exc = TypeError(f"role {role.name!r} yielded {op!r}, which is not an operation of kdlab.ops")
                 continue
-            if op_ns:
+            if op_ns and type(op) not in _FILE_OPS:  # file ops stand for kernel work a write or sendfile does
                 self._cpu(st, op_ns)
             try:
                 value = handler(self, op, st)
@@ -438,6 +444,35 @@ class SimEngine:
             raise ValueError(f"Compute.kind {op.kind!r} is not modelled; known kinds: {known}")
         self._cpu(st, COMPUTE_KINDS[op.kind](self, op.nbytes))
 
+    def _file_write(self, op: ops.FileWrite, st: RoleState) -> Any:
+        store = self.storage.get(st.host)
+        if store is None:
+            return 0
+        t = self.env.now + st.debt
+        at, token = store.write(t, op.nbytes)
+        if at <= t:
+            return token
+
+        def resume(st: RoleState) -> int:
+            st.debt = 0.0
+            return token
+
+        block = self._block(st, f"write-back to make room for {op.nbytes} B (dirty limit)", resume)
+        block.waiter.wake_at(self.env, at)
+        return block
+
+    def _file_read(self, op: ops.FileRead, st: RoleState) -> Any:
+        store = self.storage.get(st.host)
+        if store is None:
+            return None
+        miss = store.missed(op.extents)
+        if not miss:
+            return None
+        done = store.read(self.env.now + st.debt, miss)
+        block = self._block(st, f"a device read of {miss} B", _resume_clear_debt)
+        block.waiter.wake_at(self.env, done)
+        return block
+
     def _sleep(self, op: ops.Sleep, st: RoleState) -> Any:
         if op.duration_ns < 0:
             raise ValueError(f"Sleep.duration_ns must be >= 0, got {op.duration_ns}")
@@ -626,6 +661,8 @@ class SimEngine:
         ops.WriteMem: _write_mem,
         ops.SpinUntil: _spin_until,
         ops.Compute: _compute,
+        ops.FileWrite: _file_write,
+        ops.FileRead: _file_read,
         ops.Sleep: _sleep,
         ops.Clock: _clock,
         ops.TcpListen: _tcp_listen,
@@ -640,6 +677,10 @@ class SimEngine:
         ops.Publish: _publish,
         ops.Lookup: _lookup,
     }
+
+
+#: Operations that charge no ``host.op_ns``: they stand for the kernel's side of a write or sendfile.
+_FILE_OPS = (ops.FileWrite, ops.FileRead)
 
 
 def _resume_clear_debt(st: RoleState) -> None:

@@ -123,6 +123,7 @@ def fit_profile(
         name=name,
         description=f"{base.description} Calibrated: {', '.join(params)} fitted to measured runs.",
         link=fitted.link, switch=fitted.switch, pcie=fitted.pcie, nic=fitted.nic, tcp=fitted.tcp, host=fitted.host,
+        storage=fitted.storage,
         sources=dict(base.sources), fit={"parameters": list(params), "fitted_on": list(fit_on)},
     )  # fmt: skip
     return FitResult(profile, values, table)

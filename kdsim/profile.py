@@ -153,6 +153,26 @@ class HostParams:
     )
 
 
+@dataclass(frozen=True)
+class StorageParams:
+    """A broker host's page cache and the device behind its log files (docs/storage.md)."""
+
+    page_cache_bytes: int = param(
+        "B", "page cache the kernel gives a host's log files: data appended longer ago than this has left it"
+    )
+    dirty_ratio: float = param(
+        "%",
+        "vm.dirty_ratio: dirty data allowed, as a share of the page cache, before appends block in the kernel "
+        "until write-back makes room",
+        high=100.0,
+    )
+    device_write_gbps: float = param(
+        "Gb/s", "sequential write bandwidth of the log device; dirty data is written back at this rate (0: no device)"
+    )
+    device_read_gbps: float = param("Gb/s", "sequential read bandwidth of the log device (reads that miss the cache)")
+    device_latency_ns: float = param("ns", "latency of one device read or write (queue depth 1, 4 KiB)")
+
+
 SECTIONS: dict[str, type] = {
     "link": LinkParams,
     "switch": SwitchParams,
@@ -160,6 +180,7 @@ SECTIONS: dict[str, type] = {
     "nic": NicParams,
     "tcp": TcpParams,
     "host": HostParams,
+    "storage": StorageParams,
 }
 
 
@@ -183,6 +204,7 @@ class Profile:
     nic: NicParams
     tcp: TcpParams
     host: HostParams
+    storage: StorageParams
     sources: dict[str, Source] = field(compare=False, hash=False)
     fit: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     overrides: tuple[tuple[str, float], ...] = ()

@@ -61,6 +61,8 @@ from kdlab.kafka.records import CorruptBatch, assign_offsets
 from kdlab.ops import (
     Clock,
     Compute,
+    FileRead,
+    FileWrite,
     Notify,
     QueueGet,
     QueuePut,
@@ -112,6 +114,7 @@ class BrokerState:
     net_of: dict[int, int] = field(default_factory=dict)  # conn id -> the network thread that serves it
     net_polling: set[int] = field(default_factory=set)  # network threads asleep in their poll (TcpRecv)
     log_locks: set[int] = field(default_factory=set)  # partitions whose log lock token exists
+    read_extents: list[tuple[int, int]] = field(default_factory=list)  # the last _fetch_reply's (token, bytes)
 
 
 # --- request path -------------------------------------------------------------------------
@@ -213,7 +216,11 @@ def _append_locked(state: BrokerState, batch: Produce) -> Any:
     log = state.logs[batch.partition]
     yield Compute("append", batch.records)  # the append path KafkaDirect's commit pays too: LogValidator, state
     yield Compute("copy", len(batch.data))  # append to the page cache, with the offsets assigned
+    # The kernel's side of that write: over vm.dirty_ratio it blocks (under the lock, as FileChannel.write
+    # does) until write-back makes room (docs/storage.md). The token says later whether it is still cached.
+    stored = yield FileWrite(len(batch.data))
     entry = log.append(len(batch.data), batch.records, assign_offsets(batch.data, log.leo))
+    entry.stored = stored
     yield QueuePut(lock, True)  # released at this thread's time, when its append work is done
     return entry
 
@@ -245,7 +252,7 @@ def _fetch(p: KafkaParams, state: BrokerState, conn: Any, req: FetchRequest) -> 
             yield from _data_changed(state, advanced)
     reply = _fetch_reply(state, req)
     if reply.data_bytes >= req.min_bytes or req.max_wait_ns <= 0:
-        yield from _respond(state, conn, reply, reply.nbytes, zero_copy=True)
+        yield from _send_fetched(state, conn, reply)
     else:
         now = yield Clock()
         _park(state, DelayedFetch(now + req.max_wait_ns, conn, req))
@@ -261,6 +268,7 @@ def _fetch_reply(state: BrokerState, req: FetchRequest) -> FetchResponse:
     """
     left, min_one = req.max_bytes, True
     out = []
+    extents = state.read_extents = []  # where the batches lie in the host's files: read by _send_fetched
     for part in req.partitions:
         log = state.logs[part.partition]
         upto = log.leo if req.replica is not None else log.hw
@@ -269,11 +277,22 @@ def _fetch_reply(state: BrokerState, req: FetchRequest) -> FetchResponse:
         if entries and not min_one and entries[0].size > limit:
             entries = []
         batches = [e.data for e in entries if e.data is not None]
+        extents += [(e.stored, e.size) for e in entries if e.stored]
         if batches:
             min_one = False
             left = max(0, left - sum(len(b) for b in batches))
         out.append(FetchReply(part.partition, batches, log.hw, log.leo))
     return FetchResponse(out)
+
+
+def _send_fetched(state: BrokerState, conn: Any, reply: FetchResponse) -> Any:
+    """Send a fetch response with sendfile; bytes that have left the page cache are read from the device first.
+
+    ``state.read_extents`` is the reply's, set by :func:`_fetch_reply` in the same atomic step.
+    """
+    if state.read_extents:
+        yield FileRead(state.read_extents)
+    yield from _respond(state, conn, reply, reply.nbytes, zero_copy=True)
 
 
 def purgatory(p: KafkaParams, state: BrokerState) -> Any:
@@ -305,7 +324,7 @@ def purgatory(p: KafkaParams, state: BrokerState) -> Any:
             reply = _fetch_reply(state, d.request)
             if reply.data_bytes >= d.request.min_bytes or now >= d.deadline_ns:
                 _unpark(state, d)
-                yield from _respond(state, d.conn, reply, reply.nbytes, zero_copy=True)
+                yield from _send_fetched(state, d.conn, reply)
 
 
 def _park(state: BrokerState, d: DelayedFetch) -> None:

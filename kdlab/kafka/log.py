@@ -35,6 +35,7 @@ class Entry:
     position: int
     size: int
     data: bytes | None = None
+    stored: int = 0  # the FileWrite token after its bytes (0: not modelled): is it still in the page cache?
 
 
 @dataclass

@@ -26,7 +26,7 @@ from kdlab.kafka.apache import BrokerState
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.protocol import REPLICA_FETCH_RESPONSE_MAX_BYTES, Fetch, FetchRequest, FetchResponse
-from kdlab.ops import Compute, TcpConnect, TcpRecv, TcpSend
+from kdlab.ops import Compute, FileWrite, TcpConnect, TcpRecv, TcpSend
 from kdlab.program import DatapathError
 
 
@@ -61,7 +61,8 @@ def _append_fetched(state: BrokerState, response: FetchResponse) -> Any:
                 raise DatapathError(f"{state.name}: replica fetch of partition {reply.partition} returned a torn batch")
             yield Compute("append", 0)  # a follower's append: no LogValidator, the rest of the path
             yield Compute("copy", len(data))
-            log.append(len(data), info.records, data)
+            stored = yield FileWrite(len(data))  # into the page cache: blocks while over the dirty limit
+            log.append(len(data), info.records, data).stored = stored
         log.hw = max(log.hw, min(reply.hw, log.leo))
         if reply.batches:
             with_data.add(reply.partition)

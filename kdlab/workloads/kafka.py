@@ -261,6 +261,9 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     row["tcp_downlink_util_broker"] = max(
         (u.get("tcp_downlink", 0.0) for h, u in tcp.items() if h.startswith("b")), default=0.0
     )
+    if getattr(engine, "storage", None):  # a log device (profile storage.device_write_gbps > 0): its busy share
+        for kind in ("device_write", "device_read"):
+            row[f"{kind}_util_broker"] = max((util[h].get(kind, 0.0) for h in brokers), default=0.0)
     mem = {h: m.registered_bytes for h, m in engine.memories.items()}
     row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
     row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6
