@@ -27,7 +27,7 @@ from kdsim.memory import HostMemory, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
-from kdsim.sockets import SimConn, SocketLayer
+from kdsim.sockets import TCP_WINDOW_BYTES, SimConn, SocketLayer
 from kdsim.storage import HostStorage
 from kdsim.sync import SyncLayer
 from kdsim.timeline import ServerPool
@@ -111,8 +111,16 @@ class SimEngine:
 
     name = "sim"
 
-    def __init__(self, profile: Profile | str, *, seed: int = 0, switch: bool | None = None) -> None:
+    def __init__(
+        self,
+        profile: Profile | str,
+        *,
+        seed: int = 0,
+        switch: bool | None = None,
+        tcp_window_bytes: int = TCP_WINDOW_BYTES,
+    ) -> None:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self.tcp_window_bytes = tcp_window_bytes  # each TCP connection's receive window (kdsim/sockets.py)
         self._host = self.profile.host
         self.seed = seed
         self.switch = switch
@@ -137,7 +145,7 @@ class SimEngine:
         self._mrs: dict[tuple[str, int], SimMr] = {}
         self._mapped: set[tuple[str, int]] = set()  # MRs registered over a file (RegMr.path)
         self._ids = count(1)
-        self.sockets = SocketLayer(env, profile, self._ids)
+        self.sockets = SocketLayer(env, profile, self._ids, self.tcp_window_bytes)
         self.sync = SyncLayer(env)
         storage = profile.storage
         modelled = storage.device_write_gbps > 0  # 0: no device, FileWrite and FileRead cost nothing
@@ -526,11 +534,27 @@ class SimEngine:
         self.sockets.connect_waiters.setdefault(op.service, []).append(block.waiter)
         return block
 
-    def _tcp_send(self, op: ops.TcpSend, st: RoleState) -> None:
+    def _tcp_send(self, op: ops.TcpSend, st: RoleState) -> Any:
         tcp = self.profile.tcp
         per_byte = 0.0 if op.zero_copy else tcp.send_ns_per_byte
         self._cpu(st, self._host.syscall_ns + op.nbytes * per_byte)
-        self.sockets.send(self._conns[op.conn.conn_id], op.message, op.nbytes, self.env.now + st.debt)
+        return self._tcp_put(op, st)
+
+    def _tcp_put(self, op: ops.TcpSend, st: RoleState) -> Any:
+        """Send once the receive window has room; otherwise wait, once, for the ACK that makes room."""
+        conn = self._conns[op.conn.conn_id]
+        sockets = self.sockets
+        if sockets.room(conn, op.nbytes, self.env.now + st.debt):
+            sockets.send(conn, op.message, op.nbytes, self.env.now + st.debt)
+            return None
+
+        def resume(st: RoleState) -> Any:
+            st.debt = self._wake(st, self._host.wakeup_ns)  # a sender asleep in the kernel is woken by the ACK
+            return self._tcp_put(op, st)
+
+        block = self._block(st, f"room in the receive window of connection {op.conn.conn_id}", resume)
+        sockets.wait_room(conn, op.nbytes, block.waiter)
+        return block
 
     def _tcp_recv(self, op: ops.TcpRecv, st: RoleState) -> Any:
         handles = op.conns if isinstance(op.conns, list | tuple) else [op.conns]
@@ -559,6 +583,7 @@ class SimEngine:
     def _received(self, got: tuple[SimConn, Any], st: RoleState) -> tuple[Any, Any]:
         conn, (message, nbytes) = got[0], got[1]
         self._cpu(st, self._host.syscall_ns + nbytes * self.profile.tcp.recv_ns_per_byte)
+        self.sockets.consumed(conn, nbytes, self.env.now + st.debt)  # the copy out frees the window
         return conn.handle, message
 
     # --- queues and notifications ---------------------------------------------------

@@ -20,10 +20,27 @@ that streams many sends without ever waiting reserves them all at once, ahead of
 senders the simulator reaches later, so the aggregate is still bounded by the
 receiver's rate but the streams are served one after another rather than interleaved.
 
+Each connection has a receive buffer and window-based flow control. The window is
+the bytes sent on it but not yet read by the receiving thread (not yet ``TcpRecv``'d),
+as the sender knows them: a read frees its bytes at the sender ``tcp.latency_ns``
+later (the ACK that carries the window update; ACKs are cumulative, so the freed
+window reaches the sender in order). A send blocks while those bytes plus the new
+message would exceed the window, except on an empty connection, so a message larger
+than the window still goes. A blocked sender is one wait, woken once, when the read
+that opens the window has been acknowledged. The window is ``window_bytes``
+(:data:`TCP_WINDOW_BYTES` unless a :class:`SocketLayer` or
+:class:`~kdsim.engine.SimEngine` is given another). So a slow receiver slows its
+senders to its read rate, and a sender that streams without waiting runs at most one
+window ahead of its receiver: streams into one receiver are served a window at a time
+in turn, interleaving over times longer than N windows at the link's rate, rather
+than one after another. The window is the receiver's buffer only: no send buffer,
+slow start, congestion window, loss or retransmission is modelled, and the switch
+buffer is still unbounded.
+
 The CPU cost is charged to the threads that send and receive: a system call per
-message plus a per-byte copy on each side (none for a zero-copy ``sendfile``).
-Messages on one connection arrive in order. TCP's flow and congestion control are
-not modelled: the socket buffer is taken to be large enough.
+message plus a per-byte copy on each side (none for a zero-copy ``sendfile``); a
+sender that had to wait for the window pays a wake-up as a receiver does. Messages on
+one connection arrive in order.
 """
 
 from __future__ import annotations
@@ -41,6 +58,12 @@ from kdsim.profile import Profile
 from kdsim.queues import Waiter
 from kdsim.timeline import Timeline
 
+#: The receive window of a connection in bytes: Linux's autotuned receive buffer maximum,
+#: ``net.ipv4.tcp_rmem`` max = 6291456 (Documentation/networking/ip-sysctl.rst, tcp_rmem:
+#: "min default max", default 131072, max 6291456; the kernel grows a connection's buffer up
+#: to max as the flow needs it). [V] A profile parameter would be the place for it.
+TCP_WINDOW_BYTES = 6 * 1024 * 1024
+
 
 @dataclass(eq=False)
 class SimConn:
@@ -51,6 +74,17 @@ class SimConn:
     inbox: list[tuple[float, int, Any]] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
     last_arrival: float = 0.0
+    #: Flow control of the bytes arriving at this end (its receive buffer), in cumulative
+    #: bytes: put on the wire by the peer, read here, and known read at the peer; ``acks``
+    #: are (time the peer learns of a read, bytes read up to it) not yet applied there.
+    sent: int = 0
+    read: int = 0
+    acked: int = 0
+    acks: deque[tuple[float, int]] = field(default_factory=deque)
+    last_ack: float = 0.0
+    #: A sender blocked on the window, and the ``acked`` count that lets it send.
+    blocked: Waiter | None = None
+    blocked_until: int = 0
 
     def next_time(self) -> float | None:
         return self.inbox[0][0] if self.inbox else None
@@ -66,7 +100,11 @@ class SimListener:
 class SocketLayer:
     """Every host's TCP stack and the links TCP uses (its own timelines, e.g. IPoIB or Ethernet)."""
 
-    def __init__(self, env: simpy.Environment, profile: Profile, ids: count) -> None:
+    def __init__(
+        self, env: simpy.Environment, profile: Profile, ids: count, window_bytes: int = TCP_WINDOW_BYTES
+    ) -> None:
+        if window_bytes < 1:
+            raise ValueError(f"window_bytes must be >= 1, got {window_bytes}")
         tcp = profile.tcp
         self.env = env
         self.ids = ids
@@ -75,6 +113,7 @@ class SocketLayer:
         self.mss = tcp.mtu_bytes - 52  # IPv4 20 + TCP 20 + timestamps 12
         self.frame_overhead = tcp.frame_overhead_bytes
         self.latency_ns = tcp.latency_ns
+        self.window_bytes = window_bytes
         #: Each host's link towards the network, and the network's link towards it.
         self.uplinks: dict[str, Timeline] = {}
         self.downlinks: dict[str, Timeline] = {}
@@ -123,8 +162,46 @@ class SocketLayer:
         heapq.heappush(peer.inbox, (arrival, next(self.seq), (message, nbytes)))
         for waiter in peer.waiters:
             waiter.wake_at(self.env, arrival)
+        peer.sent += nbytes
         self.bytes_sent += nbytes
         return arrival
+
+    # --- flow control ---------------------------------------------------------------
+
+    def _threshold(self, rcv: SimConn, nbytes: int) -> int:
+        """The ``acked`` count from which ``nbytes`` more fit in ``rcv``'s window (all acked: the connection empty)."""
+        return rcv.sent - max(self.window_bytes - nbytes, 0)
+
+    def room(self, conn: SimConn, nbytes: int, when: float) -> bool:
+        """Whether ``nbytes`` may be sent on ``conn`` at ``when``: the window the sender knows of has room."""
+        rcv = conn.peer
+        assert rcv is not None
+        acks = rcv.acks
+        while acks and acks[0][0] <= when:  # window updates that reached the sender by ``when``
+            rcv.acked = acks.popleft()[1]
+        return rcv.acked >= self._threshold(rcv, nbytes)
+
+    def wait_room(self, conn: SimConn, nbytes: int, waiter: Waiter) -> None:
+        """Wake ``waiter`` once, when the window has room for ``nbytes``: at an ACK already known, or a later read's."""
+        rcv = conn.peer
+        assert rcv is not None
+        need = self._threshold(rcv, nbytes)
+        for at, upto in rcv.acks:  # acknowledgements still on their way to the sender, in order
+            if upto >= need:
+                waiter.wake_at(self.env, at)
+                return
+        rcv.blocked, rcv.blocked_until = waiter, need
+
+    def consumed(self, conn: SimConn, nbytes: int, when: float) -> None:
+        """The receiving thread read ``nbytes`` from ``conn`` at ``when``: the sender learns it one latency later."""
+        conn.read += nbytes
+        at = max(when + self.latency_ns, conn.last_ack)  # cumulative ACKs arrive in order
+        conn.last_ack = at
+        conn.acks.append((at, conn.read))
+        blocked = conn.blocked
+        if blocked is not None and conn.read >= conn.blocked_until:
+            conn.blocked = None
+            blocked.wake_at(self.env, at)
 
     def utilisation(self, now: float) -> dict[str, dict[str, float]]:
         """Per host, the busy fraction of its TCP uplink and downlink up to ``now``."""
