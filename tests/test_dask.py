@@ -12,7 +12,7 @@ SPEC = {
     "sweep": {"test": ["write_lat", "read_bw"], "size": [64, 4096]},
     "seeds": [1, 2],
 }
-VOLATILE = ["created_utc", "wall_s", "run_id"]
+VOLATILE = ["created_utc", "wall_s", "run_id", "git_commit"]  # git_commit is read when a point runs
 
 
 def _metrics(df: pd.DataFrame) -> pd.DataFrame:

@@ -101,7 +101,7 @@ def test_a_jittered_point_gives_the_same_rows_on_dask_as_in_the_local_pool() -> 
     distributed = pytest.importorskip("distributed")
     spec = {"name": "var-dask", "workload": "kafka", "profile": JITTER, "params": dict(KAFKA, system="kafkadirect"),
             "seeds": [3]}  # fmt: skip
-    drop = ["created_utc", "wall_s", "run_id"]
+    drop = ["created_utc", "wall_s", "run_id", "git_commit"]  # git_commit: for people, read when a point runs
     local = run_experiment(spec, workers=1, results_dir=None, progress=False).drop(columns=drop)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster) as client:
