@@ -77,12 +77,13 @@ def end_to_end(p: KafkaParams) -> dict[str, Any]:
     return {"e2e": EndToEnd("e2e0")} if p.sequential_e2e else {}
 
 
-def build(p: KafkaParams) -> list[Role]:
+def build(p: KafkaParams, seed: int = 0) -> list[Role]:
+    """The roles of one run; ``seed`` (the point's) seeds the producers' random partition choices (sticky, keys)."""
     if p.system == "kafkadirect":
         from kdlab.kafka.direct import roles as kd_roles
 
-        return kd_roles(p)
-    return _apache_roles(p)  # Apache Kafka, or OSU's (the same broker behind SEND/RECV)
+        return kd_roles(p, seed=seed)
+    return _apache_roles(p, seed)  # Apache Kafka, or OSU's (the same broker behind SEND/RECV)
 
 
 class _Wiring:
@@ -112,7 +113,7 @@ class _Wiring:
         return osu.VerbsLinks(name, slots)
 
 
-def _apache_roles(p: KafkaParams) -> list[Role]:
+def _apache_roles(p: KafkaParams, seed: int = 0) -> list[Role]:
     topo = topology(p)
     states = {
         b: apache.BrokerState(
@@ -128,7 +129,7 @@ def _apache_roles(p: KafkaParams) -> list[Role]:
     e2e = end_to_end(p)
     for w in topo.producers:
         links = wiring.links(w.name, w.pid, w.partitions, consumer=False)
-        args = {"p": p, "me": w, "leaders": leaders, "links": links, **e2e}
+        args = {"p": p, "me": w, "leaders": leaders, "links": links, "seed": seed, **e2e}
         roles.append(Role(w.name, f"p{w.pid}", sender.producer, args))
     for c in topo.consumers:
         writers = sorted({pid for q in c.partitions for pid in topo.writers(q)})

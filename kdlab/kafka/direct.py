@@ -70,7 +70,7 @@ def _states(p: KafkaParams, topo: Topology, faults: tuple[FlipBit, ...]) -> dict
     return states
 
 
-def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
+def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = (), seed: int = 0) -> list[Role]:
     """The roles of one KafkaDirect run; ``faults`` (fault injection, for tests) flip bits in followers' copies."""
     topo = Topology(p)
     for f in faults:
@@ -86,7 +86,7 @@ def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = ()) -> list[Role]:
         for b in brokers_of(w.partitions, topo):
             links[b].append(("producer", w.name))
             clients[b] += 1
-        args = {"p": p, "pid": w.pid, "me": w, "leaders": leaders, **e2e}
+        args = {"p": p, "pid": w.pid, "me": w, "leaders": leaders, "seed": seed, **e2e}
         out.append(Role(w.name, f"p{w.pid}", producer, args))
     for c in topo.consumers:
         leaders = {q: topo.leader(q) for q in c.partitions}

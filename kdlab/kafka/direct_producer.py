@@ -100,7 +100,8 @@ class _Conn:
     segment_partition: dict[int, int] = field(default_factory=dict)  # segment id -> partition (acks)
 
 
-def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2e: EndToEnd | None = None) -> Any:
+def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2e: EndToEnd | None = None,
+             seed: int = 0) -> Any:  # fmt: skip
     """Send the producer's records to its partitions' leaders; return what was acked and when."""
     name = f"producer{pid}"
     conns: dict[str, _Conn] = {}
@@ -132,7 +133,7 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
     for b in conns:
         yield Lookup(f"kd.{b}.ready")
     t_first = yield Clock()
-    acc = RecordAccumulator(p, me, leaders, t_first)
+    acc = RecordAccumulator(p, me, leaders, t_first, seed)
     sender = _Sender(p, pid, buf, slot_bytes, slots, parts, by_qp, recv, Backlog(p, t_first))
     yield from sender.backlog.start(pid)
     ends_told = False

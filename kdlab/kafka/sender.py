@@ -241,11 +241,11 @@ class Backlog:
 
 
 def producer(p: KafkaParams, me: Producer, leaders: dict[int, str], links: Any,
-             e2e: EndToEnd | None = None) -> Any:  # fmt: skip
+             e2e: EndToEnd | None = None, seed: int = 0) -> Any:  # fmt: skip
     """Offer ``me``'s records to its partitions (led by ``leaders``) and send them until every one is acknowledged."""
     yield from links.connect()
     t_first = yield Clock()
-    acc = RecordAccumulator(p, me, {q: leaders[q] for q in me.partitions}, t_first)
+    acc = RecordAccumulator(p, me, {q: leaders[q] for q in me.partitions}, t_first, seed)
     sender = Sender(p, me, links, acc)
     yield from sender.backlog.start(me.pid)
     while True:

@@ -126,7 +126,7 @@ class ArtifactWorkload:
         a = ArtifactParams.model_validate(point.params_dict)
         kp = kafka_params(a)
         engine = point_engine(point)
-        results = engine.run(build(kp))
+        results = engine.run(build(kp, point.seed))
         tool = TOOLS[a.tool]
         row: dict[str, Any] = {**a.model_dump(), "artifact_file": tool.artifact, "definition": tool.definition}
         row.update(tool_metrics(a, results))

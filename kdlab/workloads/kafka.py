@@ -212,7 +212,7 @@ class KafkaWorkload:
     def run_point(self, point: Point) -> list[dict[str, Any]]:
         p = KafkaParams.model_validate(point.params_dict)
         engine = point_engine(point)
-        results = engine.run(build(p))
+        results = engine.run(build(p, point.seed))
         producers = [v for k, v in results.items() if k.startswith("producer")]
         consumers = [v for k, v in results.items() if k.startswith("consumer")]
         row: dict[str, Any] = {**p.model_dump(), "definition": DEFINITION}

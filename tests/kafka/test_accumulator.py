@@ -164,3 +164,21 @@ def test_open_loop_producers_take_turns_on_the_schedule() -> None:
     t = Topology(p)
     firsts = [RecordAccumulator(p, w, {q: t.leader(q) for q in w.partitions}, 0.0).intended(0) for w in t.producers]
     assert firsts == pytest.approx([0, 0.25 * MS, 0.5 * MS, 0.75 * MS])  # 1 ms apart each, a quarter apart in turn
+
+
+def test_the_points_seed_drives_the_random_partition_choices() -> None:
+    """Sticky partitioning draws its partitions from the run's seed: the same seed the same choices, another seed
+    other choices (through the whole datapath, on both systems' producers)."""
+    from kdlab.kafka.cluster import build
+    from kdsim.engine import SimEngine
+
+    def partitions(system: str, seed: int) -> list[int]:
+        produce_mode = {"produce_mode": "shared"} if system == "kafkadirect" else {}
+        p = KafkaParams(system=system, partitions=8, partitioner="sticky", rate_total=50_000, duration_ms=2.0,
+                        batch_bytes=1024, record_bytes=100, **produce_mode)  # fmt: skip
+        out = SimEngine("cx4-edr-100g", seed=seed).run(build(p, seed))
+        return [s[0] for s in out["producer0"]["sent"]]
+
+    for system in ("kafka", "kafkadirect"):
+        assert partitions(system, 1) == partitions(system, 1)
+        assert partitions(system, 1) != partitions(system, 2)
