@@ -32,6 +32,16 @@ def _spec_files(experiments_dir: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in Path(experiments_dir).glob("*.yaml")))
 
 
+#: Subfolders of the experiments folder that hold specs too (``omb/`` holds OMB's workload files, not specs).
+SPEC_SUBFOLDERS = ("sweeps", "testbed")
+
+
+def _all_spec_files(experiments_dir: str) -> tuple[str, ...]:
+    """The experiments folder's specs and those of its sweeps/ and testbed/ subfolders."""
+    subs = [Path(experiments_dir) / d for d in SPEC_SUBFOLDERS]
+    return _spec_files(experiments_dir) + tuple(f for d in subs if d.is_dir() for f in _spec_files(str(d)))
+
+
 @click.group(cls=ErrorsInOneLine, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kdlab")
 @click.option("--debug", is_flag=True, help="on an error, show the traceback instead of one line")
@@ -252,11 +262,11 @@ def perftest(
 @click.option("--experiments-dir", default=str(EXPERIMENTS_DIR), show_default=True)
 @click.option("--all-versions", is_flag=True, help="also draw rows computed by other code versions (measured runs)")
 def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versions: bool) -> None:
-    """Redraw every experiment's figure from the results already in RESULTS_DIR (current code's rows)."""
+    """Redraw every experiment's figure (sweeps/ and testbed/ too) from RESULTS_DIR's rows of the current code."""
     from kdlab.figures import render
     from kdlab.results import load_results, rows_of_spec
 
-    for spec in _specs(_spec_files(experiments_dir)):
+    for spec in _specs(_all_spec_files(experiments_dir)):
         if not spec.figure or not (Path(results_dir) / spec.name).is_dir():
             continue
         got = load_results(results_dir, spec.name, all_versions=all_versions)

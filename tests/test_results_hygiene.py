@@ -110,3 +110,11 @@ def test_a_figure_leaves_out_points_an_edited_spec_no_longer_has(tmp_path) -> No
     frame = load_results(tmp_path, SPEC["name"]).frame
     assert sorted(frame["size"]) == [64, 128, 256]
     assert sorted(rows_of_spec(frame, load_spec(new))["size"]) == [128, 256]
+
+
+def test_kdlab_figures_reads_the_sweeps_and_testbed_specs_but_not_omb_workloads() -> None:
+    from kdlab.cli import _all_spec_files
+
+    files = _all_spec_files("experiments")
+    assert any("/sweeps/brokers.yaml" in f for f in files) and any("/testbed/kd-replication.yaml" in f for f in files)
+    assert not any("/omb/" in f for f in files)
