@@ -48,7 +48,7 @@ from kdlab.kafka.batches import batch_factory
 from kdlab.kafka.clients import EndToEnd
 from kdlab.kafka.direct_broker import CTL_BYTES, QP_DEPTH, NewSegmentRequest, SegmentInfo, SegmentRequest
 from kdlab.kafka.params import KafkaParams
-from kdlab.kafka.sender import Backlog, final_counts
+from kdlab.kafka.sender import Backlog, SenderStats, final_counts
 from kdlab.kafka.topology import Producer
 from kdlab.ops import (
     Clock,
@@ -138,8 +138,8 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
     yield from sender.backlog.start(pid)
     ends_told = False
     while True:
-        if e2e is not None and sender.acked and not acc.app_done:
-            yield from e2e.wait_delivered(len(sender.acked) - 1)  # EndToEndLatency: send after poll() returned
+        if e2e is not None and sender.stats.sent and not acc.app_done:
+            yield from e2e.wait_delivered(len(sender.stats.sent) - 1)  # EndToEndLatency: send after poll() returned
         now = yield Clock()
         if p.open_loop:
             acc.append_until(now)
@@ -159,7 +159,7 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
         if e2e is not None and progressed:
             while sender.outstanding:
                 yield from sender.take_acks(recv_cq, None, acc)  # send().get()
-            yield from e2e.ack(len(sender.acked) - 1, sender.acked[-1][6])
+            yield from e2e.ack(len(sender.stats.sent) - 1, sender.stats.sent[-1][6])
             continue
         if acc.idle and not sender.outstanding:
             break
@@ -178,9 +178,9 @@ def producer(p: KafkaParams, pid: int, me: Producer, leaders: dict[int, str], e2
     t_last = yield Clock()
     yield from sender.backlog.tell(pid)  # nothing more will come: paused consumers need not wait longer
     yield Publish(f"done{pid}", {q: acc.sequence[q] for q in me.partitions})
-    records = sum(s[1] for s in sender.acked)
-    return {"records": records, "bytes": sender.bytes, "t_first_ns": t_first, "t_last_ns": t_last,
-            "ack_latency_ns": [s[6] - s[4] for s in sender.acked], "sent": sender.acked}  # fmt: skip
+    s = sender.stats
+    return {"records": s.records, "bytes": s.bytes, "t_first_ns": t_first, "t_last_ns": t_last,
+            "ack_latency_ns": s.ack_latency_ns, "sent": s.sent}  # fmt: skip
 
 
 def _may_drain(p: KafkaParams, conn: _Conn) -> bool:
@@ -202,8 +202,7 @@ class _Sender:
         self.write = SendWR(2, Opcode.RDMA_WRITE_WITH_IMM, [], signaled=False)
         self.outstanding = 0  # batches closed and not acked, all brokers
         self.posted = 0  # writes posted and not acked
-        self.acked: list[tuple] = []  # per batch: partition, records, intended/sent first and last, ack time
-        self.bytes = 0
+        self.stats = SenderStats()  # per batch: what was sent and when it was acked (as Kafka's producer reports)
 
     def close(self, part: _Partition, batch: Batch) -> Any:
         """RDMAappend and close: the batch made in the registered buffer, its CRC; it waits for its write."""
@@ -294,11 +293,11 @@ class _Sender:
             conn.outstanding -= 1
             conn.requests -= 1
             self.free.append(slot)
-            self.bytes += batch_factory(batch.records, self.p.record_bytes).size
+            self.stats.records += batch.records
+            self.stats.bytes += batch_factory(batch.records, self.p.record_bytes).size
             acc.acked(batch, now)
             self.backlog.acked(batch.records, now)
-            self.acked.append((batch.partition, batch.records, batch.intended_first_ns, batch.intended_last_ns,
-                               batch.sent_first_ns, batch.sent_last_ns, now))  # fmt: skip
+            self.stats.completed(batch, now)
             yield from self.backlog.tell_if_built(self.pid)
             if conn.waiting:
                 yield from self.trigger(conn, now)

@@ -100,15 +100,12 @@ class Sender:
     def __init__(self, p: KafkaParams, me: Producer, links: Any, acc: RecordAccumulator) -> None:
         self.p, self.me, self.links, self.acc = p, me, links, acc
         self.brokers = sorted(acc.led)
-        self.in_flight: dict[str, deque[list[tuple[Batch, int]]]] = {b: deque() for b in self.brokers}
+        self.in_flight: dict[str, deque[list[Batch]]] = {b: deque() for b in self.brokers}  # requests per broker
+        self.outstanding = 0  # requests awaiting their ack, all brokers (kept, not summed over brokers per ack)
         self.stats = SenderStats()
         self.asleep = True  # in its poll with nothing in flight: the application's send() must wake it
         self.ends_told = False
         self.backlog = Backlog(p, acc.t0)
-
-    @property
-    def outstanding(self) -> int:
-        return sum(len(q) for q in self.in_flight.values())
 
     def may_send(self, broker: str, e2e: EndToEnd | None) -> bool:
         if e2e is not None:
@@ -157,25 +154,26 @@ class Sender:
                 self.backlog.acked(batch.records, now)
             yield from self.backlog.tell_if_built(self.me.pid)
         else:
-            self.in_flight[broker].append(list(zip(batches, sizes, strict=True)))
+            self.in_flight[broker].append(batches)
+            self.outstanding += 1
 
     def receive(self, broker: str, response: ProduceResponse, e2e: EndToEnd | None) -> Any:
         """An ack came: complete its request's batches at the time it arrived."""
         failed = [a for a in response.acks if a.error]
         if failed:
             raise DatapathError(f"produce to {broker} failed: partition {failed[0].partition}: {failed[0].error}")
-        last = self.outstanding == 1
         request = self.in_flight[broker].popleft()
-        if last:
+        self.outstanding -= 1
+        if not self.outstanding:
             yield Compute("handoff")  # the application waits for its last send: the future's latch wakes it
         now = yield Clock()  # get() returns
-        for batch, _size in request:
+        for batch in request:
             self.stats.completed(batch, now)
             self.acc.acked(batch, now)
             self.backlog.acked(batch.records, now)
         if e2e is not None:
             yield from e2e.ack(len(self.stats.sent) - 1, now)
-        self.asleep = self.outstanding == 0
+        self.asleep = not self.outstanding
         yield from self.backlog.tell_if_built(self.me.pid)
 
     def tell_ends(self) -> Any:

@@ -43,9 +43,9 @@ def _run(monkeypatch: pytest.MonkeyPatch, faults: tuple[FlipBit, ...], until_ns:
         return ack_producer(state, pid, local, wr)
 
     def spy_take_acks(sender: Any, *args: Any) -> Any:
-        before = len(sender.acked)
+        before = len(sender.stats.sent)
         yield from take_acks(sender, *args)
-        received[sender.pid] += len(sender.acked) - before
+        received[sender.pid] += len(sender.stats.sent) - before
 
     monkeypatch.setattr(direct_commit, "ack_producer", spy_ack_producer)
     monkeypatch.setattr(direct_producer._Sender, "take_acks", spy_take_acks)
