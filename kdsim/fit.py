@@ -74,6 +74,10 @@ class FitResult:
         return max(errs) if errs else float("nan")
 
 
+#: Common scales of the fitted parameters tried before the local search (see :func:`fit_profile`).
+SCAN = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
 def fit_profile(
     base: Profile,
     measured: Sequence[Any],
@@ -106,6 +110,11 @@ def fit_profile(
     # within a factor e^10 (~22000) of the base values: room to fit a software device from a hardware profile,
     # not enough to run the model into overflow
     bounds = (x0 - 10.0, x0 + 10.0)
+    # the model is not smooth in its costs (threads that share cores fall into and out of step), so a local
+    # search from the base values can stop in a dip far from the fit: start from the best of a coarse scan of
+    # one common scale of every parameter (x1/4 to x4: five runs of the points)
+    starts = [x0 + math.log(k) for k in SCAN]
+    x0 = min(starts, key=lambda x: float(np.sum(residuals(x) ** 2)))
     sol = least_squares(residuals, x0, bounds=bounds, diff_step=0.05, xtol=1e-4, ftol=1e-4, max_nfev=max_nfev)
     fitted = candidate(sol.x)
     values = {p: fitted.get(p) for p in params}
