@@ -166,7 +166,9 @@ class Compute:
     """CPU work of a named ``kind`` over ``nbytes`` (``"copy"``, ``"crc32c"``, ...).
 
     kdsim charges the host profile's cost for that kind; kdreal does nothing extra,
-    since the datapath performs the real work itself.
+    since the datapath performs the real work itself. ``Compute("alloc", n)`` is not CPU
+    work: it declares ``n`` bytes of heap a JVM would allocate here, which kdsim counts
+    toward the host's next young collection (``host.gc_young_bytes``, kdsim/gc.py).
     """
 
     kind: str

@@ -250,6 +250,22 @@ def profile_yaml(costs: dict[str, float], csv_name: str, where: str, cores: int)
         "  append_record_ns: {value: 0.0, tag: A, source: \"kdreal brokers do no work at Compute('append'): kdreal "
         'validates a batch by its CRC, without iterating records"}'
     )
+    for name, what in (
+        ("producer_record_ns", "send path"),
+        ("consumer_record_ns", "record parsing"),
+        ("consumer_fetch_ns", "fetch building"),
+    ):
+        sections["host"].append(
+            f'  {name}: {{value: 0.0, tag: A, source: "kdreal clients do no work at this Compute: the Python {what} '
+            'runs between operations and is counted by op_ns"}'
+        )  # fmt: skip
+    sections["host"].append(
+        '  gc_young_bytes: {value: 0, tag: V, source: "CPython frees by reference counting; its cyclic collector '
+        'is not a stop-the-world young collection of a sized eden (docs.python.org/3/library/gc.html)"}'
+    )
+    sections["host"].append(
+        '  gc_pause_ns: {value: 0.0, tag: V, source: "no young collections (host.gc_young_bytes 0)"}'
+    )
     sections["host"].append(
         '  process_cores: {value: 1, tag: V, source: "CPython executes one thread of a process at a time (the GIL; '
         "docs.python.org/3/glossary.html#term-global-interpreter-lock); kdreal runs a host's roles as threads\"}"

@@ -23,6 +23,7 @@ from kdlab import ops
 from kdlab.program import Role
 from kdlab.verbs import CompletionQueue, DeviceInfo, QpCap, QueuePair
 from kdsim.fabric import Fabric
+from kdsim.gc import Heap
 from kdsim.memory import HostMemory, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
@@ -104,6 +105,7 @@ class RunStats:
     transport_events: int = 0
     role_cpu_busy_ns: dict[str, float] = field(default_factory=dict)
     utilisation: dict[str, dict[str, float]] = field(default_factory=dict)
+    gc_pauses: dict[str, int] = field(default_factory=dict)  # young collections per JVM host (host.gc_young_bytes)
 
 
 class SimEngine:
@@ -146,6 +148,10 @@ class SimEngine:
         self._mapped: set[tuple[str, int]] = set()  # MRs registered over a file (RegMr.path)
         self._ids = count(1)
         self.sockets = SocketLayer(env, profile, self._ids, self.tcp_window_bytes)
+        if profile.tcp.shares_rdma_link and self.fabric is not None:  # IPoIB: TCP and RDMA queue on one link
+            self.sockets.uplinks = self.fabric.uplink
+            if self.fabric.switched:  # back to back, the peer's uplink is the only link towards a host
+                self.sockets.downlinks = self.fabric.downlink
         self.sync = SyncLayer(env)
         storage = profile.storage
         modelled = storage.device_write_gbps > 0  # 0: no device, FileWrite and FileRead cost nothing
@@ -160,6 +166,8 @@ class SimEngine:
                 st.cpu_jitter = Jitter(self.seed, st.name, "cpu", host.cpu_sigma)
             if host.wakeup_sigma:
                 st.wake_jitter = Jitter(self.seed, st.name, "wakeup", host.wakeup_sigma)
+        young = host.gc_young_bytes  # 0: no collections, allocations are not even counted
+        self.heaps = {h: Heap(young, host.gc_pause_ns) for h in hosts} if young else {}
         self._process_cores = {h: [0.0] * host.process_cores for h in hosts} if host.process_cores else {}
         self._machine = ServerPool("machine", host.machine_cores).servers if host.machine_cores else None
         self._shared_cores = bool(host.process_cores or host.machine_cores)
@@ -196,6 +204,10 @@ class SimEngine:
         st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
         for h, store in self.storage.items():
             st.utilisation.setdefault(h, {}).update(store.utilisation(now))
+        for h, heap in self.heaps.items():
+            if heap.pauses:
+                st.gc_pauses[h] = heap.pauses
+                st.utilisation.setdefault(h, {})["gc_paused"] = heap.paused_share(now)
         if self.fabric is not None:
             for h, link in self.fabric.uplink.items():
                 st.utilisation.setdefault(h, {})["uplink"] = link.busy_ns / now if now else 0.0
@@ -232,6 +244,8 @@ class SimEngine:
                 yield block.event
                 st.waiting_for = ""
                 value = block.resume(st)
+                if self.heaps:  # woken inside its process's collection pause: it runs when the pause ends
+                    self._stopped(st)
         if st.debt:
             yield self.env.timeout(st.debt)
             st.debt = 0.0
@@ -240,6 +254,8 @@ class SimEngine:
     # --- time ---------------------------------------------------------------------
 
     def _cpu(self, st: RoleState, ns: float) -> None:
+        if self.heaps:
+            self._stopped(st)
         if st.cpu_jitter is not None:
             ns = st.cpu_jitter(ns)
         st.busy_ns += ns
@@ -265,6 +281,11 @@ class SimEngine:
         if own is not None:
             own[i] = end
         st.debt = end - now
+
+    def _stopped(self, st: RoleState) -> None:
+        """A thread of a JVM host whose time falls inside the host's collection pause moves to its end."""
+        now = self.env.now
+        st.debt = self.heaps[st.host].resume_at(now, now + st.debt) - now
 
     @staticmethod
     def _wake(st: RoleState, ns: float) -> float:
@@ -444,11 +465,17 @@ class SimEngine:
         return nbytes * 8.0 / self.profile.host.memcpy_gbps
 
     def _compute(self, op: ops.Compute, st: RoleState) -> None:
+        if op.kind == "alloc":  # heap allocation of a JVM process: no CPU here, it may start a collection
+            heap = self.heaps.get(st.host)
+            if heap is not None:
+                heap.allocate(self.env.now + st.debt, op.nbytes)
+                self._stopped(st)
+            return
         if op.kind in WAIT_KINDS:  # a wait, not CPU work: the thread's time moves on, no core is used
             st.debt += self._wake(st, WAIT_KINDS[op.kind](self, op.nbytes))
             return
         if op.kind not in COMPUTE_KINDS:
-            known = sorted({*COMPUTE_KINDS, *WAIT_KINDS})
+            known = sorted({*COMPUTE_KINDS, *WAIT_KINDS, "alloc"})
             raise ValueError(f"Compute.kind {op.kind!r} is not modelled; known kinds: {known}")
         self._cpu(st, COMPUTE_KINDS[op.kind](self, op.nbytes))
 
@@ -720,6 +747,10 @@ COMPUTE_KINDS: dict[str, Any] = {
     "request": lambda eng, n: eng.profile.host.request_ns,  # a Kafka request on the socket path only
     # a batch appended to a Kafka log; ``nbytes`` counts the records LogValidator iterates (0: a follower)
     "append": lambda eng, n: eng.profile.host.append_ns + n * eng.profile.host.append_record_ns,
+    # a Kafka client's own work: ``nbytes`` counts records sent (serialiser, accumulator, callback) or delivered
+    "produce_records": lambda eng, n: n * eng.profile.host.producer_record_ns,
+    "consume_records": lambda eng, n: n * eng.profile.host.consumer_record_ns,
+    "fetch_request": lambda eng, n: eng.profile.host.consumer_fetch_ns,  # a consumer builds one FetchRequest
 }
 
 #: :class:`kdlab.ops.Compute` kinds that are waits rather than CPU work (the thread is parked), in ns.

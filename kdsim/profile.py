@@ -98,6 +98,12 @@ class TcpParams:
     latency_ns: float = param("ns", "one-way latency of a small message: both kernel stacks, interrupt, wire")
     send_ns_per_byte: float = param("ns/B", "sender CPU per byte (copy into the socket buffer)")
     recv_ns_per_byte: float = param("ns/B", "receiver CPU per byte (copy out of the socket buffer)")
+    shares_rdma_link: int = param(
+        "bool",
+        "1: TCP runs on the RDMA link (IPoIB on the InfiniBand port, or TCP and RoCE on one Ethernet port), so a "
+        "host's TCP and RDMA traffic queue on one link in each direction; 0: separate networks",
+        high=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,25 @@ class HostParams:
     op_ns: float = param("ns", "CPU time of the datapath's own code per operation (interpreter, engine dispatch)")
     process_cores: int = param("cores", "cores the threads of one host process can use at once (0: one per thread)")
     machine_cores: int = param("cores", "cores all simulated hosts share, as processes of one VM (0: one machine each)")
+    producer_record_ns: float = param(
+        "ns",
+        "a Kafka producer's CPU per record besides copies and CRC: ProducerRecord, serialiser, partitioner, "
+        "RecordAccumulator.append and the record's callback (Java clients; 0 where op_ns covers the client)",
+    )
+    consumer_record_ns: float = param(
+        "ns",
+        "a Kafka consumer's CPU per record besides copies and CRC: parsing the record, deserialisers, "
+        "ConsumerRecord (Java clients; 0 where op_ns covers the client)",
+    )
+    consumer_fetch_ns: float = param(
+        "ns", "a Kafka consumer's CPU to build and serialise one FetchRequest (Fetcher.sendFetches), besides syscalls"
+    )
+    gc_young_bytes: int = param(
+        "B",
+        "a JVM process's young generation (eden): a stop-the-world young collection every time its threads "
+        "have allocated this much (0: no collections; docs/variability.md)",
+    )
+    gc_pause_ns: float = param("ns", "length of one young-collection pause of a JVM process")
     cpu_sigma: float = param(
         "ln",
         "width of host CPU costs (Compute kinds, post/poll/syscall/copy costs, op_ns): each charge is drawn "

@@ -34,6 +34,11 @@ RANGES = {
     "host.append_ns": (3500.0, 6100.0),
     "host.append_record_ns": (20.0, 100.0),
     "host.crc32c_gbps": (132.0, 48.0),  # 16.5 GB/s and 6 GB/s: the low cost is the high rate
+    # the clients' own work per record (issue 13): high, the measured whole-path bounds (one producer thread,
+    # 1 GbE nearly full, Kreps 2014; one consumer, Kreps 2014); low, half the default, a guess (no measurement
+    # of the path alone exists for 2.x)
+    "host.producer_record_ns": (500.0, 1220.0),
+    "host.consumer_record_ns": (250.0, 1060.0),
 }
 #: What only Kafka's socket path pays; the rest both systems pay.
 SOCKET_ONLY = {"host.request_ns"}

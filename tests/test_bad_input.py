@@ -47,7 +47,7 @@ BAD_SPECS = [
     (BW + "sweep: {profile.nic.qpc_cache_entries: [0]}\n", "nic.qpc_cache_entries = 0 is outside the allowed range"),
     (BW + "sweep: {profile.link.propagation_ns: [.inf]}\n", "profile.link.propagation_ns: must be a finite"),
     (BW + "sweep: {profile.nic.nosuch: [1]}\n", "unknown profile parameter 'nic.nosuch'"),
-    (BW + "profile: nope\n", "profile: unknown profile 'nope'; available: cx3-fdr-56g"),
+    (BW + "profile: nope\n", "profile: unknown profile 'nope'; available: aws-i3en-2xlarge, cx3-fdr-56g"),
     (KAFKA + "params: {system: nosuch}\n", "system: Input should be 'kafka', 'osu' or 'kafkadirect'"),
     (KAFKA + "params: {system: kafka, acks: 2}\n", "acks: Input should be 0, 1 or -1"),
     (KAFKA + "params: {system: kafka, replication_factor: 4, brokers: 3}\n", "4 replicas cannot be placed on 3"),

@@ -40,12 +40,12 @@ def _rows(profile: str, params: dict[str, Any], overrides: dict[str, float], sys
     return rows
 
 
-def test_every_profile_gives_storage_with_sources_and_only_the_nvme_profile_has_a_device() -> None:
+def test_every_profile_gives_storage_with_sources_and_only_the_nvme_and_aws_profiles_have_a_device() -> None:
     for name in available_profiles():
         prof = load_profile(name)
         for key in ("page_cache_bytes", "dirty_ratio", "device_write_gbps", "device_read_gbps", "device_latency_ns"):
             assert prof.sources[f"storage.{key}"].text, (name, key)
-        assert (prof.storage.device_write_gbps > 0) == (name == NVME), name
+        assert (prof.storage.device_write_gbps > 0) == (name in (NVME, "aws-i3en-2xlarge")), name
     nvme = load_profile(NVME)
     assert nvme.storage.device_read_gbps > 0 and nvme.storage.page_cache_bytes > 0
     base = load_profile("cx4-edr-100g")
@@ -117,10 +117,11 @@ BEFORE = {
                            422.8255503030303, 75.91553393939417],
     "cx4-edr-100g/osu": [49666.666666666664, 49666.666666666664, 410.52779877100375, 447.687733053455,
                          410.9178910506195, 74.65642767580412],
-    "kdreal-rxe-tcg-fit/kafka": [225.0, 225.0, 114223.11934838917, 145396.97411406483, 123563.64926132101,
-                                 21413.819592318745],
-    "kdreal-rxe-tcg-fit/osu": [215.0, 175.0, 123667.63602340904, 148421.78650280868, 118596.8030576024,
-                               23392.684750697405],
+    # re-computed with the Kafka clients' costs (their operations cost host.op_ns) and the re-fitted profile
+    "kdreal-rxe-tcg-fit/kafka": [230.0, 230.0, 123723.67261363917, 142555.52123504307, 130176.0195023001,
+                                 21493.709791412817],
+    "kdreal-rxe-tcg-fit/osu": [215.0, 185.0, 129905.90577766964, 153883.39204433846, 137718.83893233468,
+                               23438.300400492386],
 }  # fmt: skip
 COLUMNS = ("produce_records_per_s", "consume_records_per_s", "ack_latency_p50_us", "ack_latency_p99_us",
            "e2e_latency_p50_us", "fetch_latency_p50_us")  # fmt: skip
@@ -129,10 +130,17 @@ SMALL = {"system": "kafka", "brokers": 2, "replication_factor": 2, "acks": -1, "
          "warmup_ms": 1.0, "linger_ms": 0.0}  # fmt: skip
 
 
+#: The Kafka clients' own costs came after storage (issue 13 item 5); at 0 they leave the rows as they were. The
+#: testbed profile charges them nothing already, but its new operations cost host.op_ns each (as in kdreal), so its
+#: rows are those of the re-fitted profile, not of the old one.
+NO_CLIENT_COSTS = {"host.producer_record_ns": 0.0, "host.consumer_record_ns": 0.0, "host.consumer_fetch_ns": 0.0}
+
+
 @pytest.mark.parametrize("profile", ["cx4-edr-100g", "kdreal-rxe-tcg-fit"])
 def test_with_no_device_rows_are_bit_identical_to_those_before_storage(profile: str) -> None:
     params = SMALL if profile == "cx4-edr-100g" else {**SMALL, "rate_total": 500, "duration_ms": 200.0,
                                                       "warmup_ms": 20.0}  # fmt: skip
-    for row in _rows(profile, params, {}, ["kafka", "osu"]):
+    overrides = NO_CLIENT_COSTS if profile == "cx4-edr-100g" else {}
+    for row in _rows(profile, params, overrides, ["kafka", "osu"]):
         assert [row[c] for c in COLUMNS] == BEFORE[f"{profile}/{row['system']}"], row["system"]
         assert "device_write_util_broker" not in row

@@ -10,16 +10,19 @@ import math
 import statistics
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from kdlab.cli import main
+from kdlab.ops import Clock, Compute, Sleep, TcpAccept, TcpConnect, TcpListen, TcpRecv, TcpSend
+from kdlab.program import Role
 from kdlab.runner import run_experiment, run_points
 from kdlab.schema import COMMON_COLUMNS
 from kdlab.spec import expand, load_spec
 from kdsim import engine as sim_engine
-from kdsim.engine import Jitter
+from kdsim.engine import Jitter, SimEngine
 from kdsim.profile import available_profiles, load_profile
 
 JITTER = "cx4-edr-100g-jitter"
@@ -52,12 +55,16 @@ def _run(points: list, workers: int = 1) -> list[dict[str, Any]]:
     return rows
 
 
-def test_every_profile_gives_both_widths_with_a_source_and_only_the_jitter_profile_is_not_zero() -> None:
+#: The profiles built on the jitter profile (a loaded cluster's): they keep its widths.
+WIDE = {JITTER, "cx4-edr-100g-cluster", "aws-i3en-2xlarge"}
+
+
+def test_every_profile_gives_both_widths_with_a_source_and_only_the_jitter_profiles_are_not_zero() -> None:
     for name in available_profiles():
         prof = load_profile(name)
         for key in ("host.cpu_sigma", "host.wakeup_sigma"):
             assert prof.sources[key].text, (name, key)
-            assert (prof.get(key) > 0) == (name == JITTER), (name, key)
+            assert (prof.get(key) > 0) == (name in WIDE), (name, key)
     jitter, base = load_profile(JITTER), load_profile("cx4-edr-100g")
     assert (jitter.host.cpu_sigma, jitter.host.wakeup_sigma) == (0.25, 0.4)
     assert {k: v for k, v in jitter.as_dict().items() if not k.endswith("_sigma")} == {
@@ -137,3 +144,48 @@ def test_a_jitter_stream_is_lognormal_with_the_profiles_median_and_its_own_per_s
         assert [other(1000.0) for _ in range(10)] != draws[:10]
     zero = Jitter(7, "broker-0", "cpu", 0.4)
     assert zero(0.0) == 0.0 and zero(1000.0) == draws[0]  # a zero cost stays 0 and uses no draw
+
+
+# --- the tail under load: a server whose service times vary queues, and more so near saturation -----------------
+
+
+def _open_loop_client(n: int, interval_ns: float) -> Any:
+    """Send ``n`` small requests, one every ``interval_ns`` (open loop: never waits for the server)."""
+    conn = yield TcpConnect("srv")
+    t0 = yield Clock()
+    for i in range(n):
+        now = yield Clock()
+        if t0 + i * interval_ns > now:
+            yield Sleep(t0 + i * interval_ns - now)
+        yield TcpSend(conn, (yield Clock()), 64)
+
+
+def _server(n: int) -> Any:
+    """Serve each request (Kafka's per-request CPU), FIFO -> each request's time from send to served."""
+    listener = yield TcpListen("srv")
+    conn = yield TcpAccept(listener)
+    sojourn = []
+    for _ in range(n):
+        _, sent = yield TcpRecv(conn)
+        yield Compute("request")
+        sojourn.append((yield Clock()) - sent)
+    return sojourn
+
+
+def test_under_load_p99_over_p50_exceeds_one_and_grows_toward_saturation() -> None:
+    """Open-loop requests into one server thread with the jitter profile's widths: at light load a request's
+    time is its own (the widths' spread); near saturation the wait behind others dominates, and waits spread
+    far more (a D/G/1 queue), so p99/p50 grows with the load."""
+    prof = load_profile("cx4-edr-100g-jitter")
+    median = prof.host.request_ns + 2 * prof.host.syscall_ns + 64 * prof.tcp.recv_ns_per_byte  # CPU a request
+    service = median * math.exp(prof.host.cpu_sigma**2 / 2)  # its mean, the lognormal's
+    n = 20_000  # enough that near saturation one long queue excursion does not decide the percentiles (any seed)
+    ratios = []
+    for load in (0.2, 0.6, 0.9):
+        out = SimEngine(prof, seed=1).run([
+            Role("client", "c", _open_loop_client, {"n": n, "interval_ns": service / load}),
+            Role("server", "s", _server, {"n": n}),
+        ])  # fmt: skip
+        p50, p99 = np.percentile(out["server"][n // 10 :], [50, 99])
+        ratios.append(p99 / p50)
+    assert 1 < ratios[0] < ratios[1] < ratios[2]

@@ -135,6 +135,7 @@ def network_thread(p: KafkaParams, state: BrokerState, index: int, clients: int)
         if got is None:
             continue
         conn, request = got
+        yield Compute("alloc", as_request(request).nbytes)  # NetworkReceive: a heap buffer of the request's size
         if conn.conn_id in state.busy:  # muted: wait until the previous response is out
             state.parked.setdefault(conn.conn_id, deque()).append((conn, request))
             continue

@@ -217,11 +217,13 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                 fetch_ns.append(done - part.posted_ns)
                 n = part.read.sg_list[0].length
                 data = yield ReadMem(cache, part.cache_at, n)
+                yield Compute("alloc", n)  # the records deserialised onto the heap (the read itself is off-heap)
                 pos = 0
                 while (info := check_batch(data, pos)) is not None:
                     if p.check_crcs:
                         yield Compute("crc32c", info.size)  # check.crcs: the consumer checks every batch
                     yield Compute("copy", info.size)  # the one copy to the application
+                    yield Compute("consume_records", info.records)  # per record: parse, deserialisers, ConsumerRecord
                     delivered.append((info.producer_id, info.base_sequence, info.records, info.base_offset,
                                       info.timestamp, info.crc, part.q))  # fmt: skip
                     received.append((part.q, info.records, info.timestamp, info.max_timestamp, done))

@@ -210,6 +210,8 @@ class _Sender:
             self.pid, batch.base_sequence, int(batch.sent_first_ns), int(batch.sent_last_ns)
         )
         slot = self.free.pop()
+        yield Compute("produce_records", batch.records)  # send() per record: serialiser, partitioner, append, callback
+        yield Compute("alloc", batch.records * self.p.record_bytes)  # each ProducerRecord's serialised value
         yield WriteMem(self.buf, slot * self.slot_bytes, data)
         if not self.outstanding:
             yield Compute("handoff")  # sender.wakeup(): with no RDMA produce out the Sender sleeps in epoll_wait

@@ -162,6 +162,7 @@ def consumer(p: KafkaParams, me: Consumer, leaders: dict[int, str], links: Any, 
             fetched = True
             fetches = [Fetch(q, pos.offset[q], p.fetch_bytes) for q in parts]
             request = FetchRequest(fetches, p.fetch_max_bytes, p.fetch_min_bytes, max_wait)
+            yield Compute("fetch_request")  # Fetcher.sendFetches: the FetchRequest built and serialised
             yield from links.send(broker, request, request.nbytes)
         timeout = None
         ends_unknown = len(pos.end) < len(pos.offset)
@@ -180,6 +181,7 @@ def consumer(p: KafkaParams, me: Consumer, leaders: dict[int, str], links: Any, 
             continue
         broker, response = got
         now = yield Clock()  # the response handled (records are parsed later, in fetchedRecords)
+        yield Compute("alloc", response.nbytes + response.data_bytes)  # NetworkReceive, then deserialised values
         _timed(stats, now - outstanding.pop(broker), response)
         with_data = yield from _hand_up(p, pos, response, now, stats, e2e)
         pos.rotate(broker, with_data)
@@ -250,6 +252,7 @@ def _hand_up(p: KafkaParams, pos: Positions, response: FetchResponse, now: float
             info = check_batch(data)
             if info is None or info.base_offset != pos.offset[q]:
                 raise DatapathError(f"partition {q}: a partial or misplaced batch at offset {pos.offset[q]}")
+            yield Compute("consume_records", info.records)  # per record: parse, deserialisers, ConsumerRecord
             stats.delivered.append(delivery(info, q))
             stats.received.append((q, info.records, info.timestamp, info.max_timestamp, now))
             stats.e2e_ns.append(now - info.timestamp)

@@ -45,6 +45,7 @@ def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions:
         request = fetch_request(p, state, order)
         yield TcpSend(conn, request, request.nbytes)
         _, response = yield TcpRecv(conn)
+        yield Compute("alloc", response.nbytes)  # NetworkReceive: the fetched batches in a heap buffer
         with_data = yield from _append_fetched(state, response)
         order = [q for q in order if q not in with_data] + [q for q in order if q in with_data]
 

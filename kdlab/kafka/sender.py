@@ -131,6 +131,9 @@ class Sender:
         """Build the batches (copy, CRC) and send them to ``broker`` as one produce request."""
         p = self.p
         parts, sizes = [], []
+        records = sum(b.records for b in batches)
+        yield Compute("produce_records", records)  # send() per record: serialiser, partitioner, append, callback
+        yield Compute("alloc", records * p.record_bytes)  # each ProducerRecord's serialised value, then garbage
         for batch in batches:
             factory = batch_factory(batch.records, p.record_bytes)
             yield Compute("copy", factory.size)  # the records into the accumulator's batch (application thread)

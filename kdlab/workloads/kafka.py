@@ -250,6 +250,9 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     for cls, ns in sorted(busy.items()):
         row[f"cpu_{cls}_cores"] = ns * 1e-9 / sim_s
     row.update(_broker_cores(engine, stats))
+    if stats.role_cpu_busy_ns:  # the bottleneck thread: which one, and the share of the run it was busy
+        name, ns = max(stats.role_cpu_busy_ns.items(), key=lambda kv: (kv[1], kv[0]))
+        row["cpu_busiest_thread"], row["cpu_busiest_thread_util"] = name, ns / stats.sim_time_ns
     util = stats.utilisation  # per host: NIC processing units, PCIe, RDMA uplink
     brokers = [h for h in util if h.startswith("b")]
     row["rdma_link_util_broker"] = max((util[h].get("uplink", 0.0) for h in brokers), default=0.0)
@@ -261,6 +264,11 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     row["tcp_downlink_util_broker"] = max(
         (u.get("tcp_downlink", 0.0) for h, u in tcp.items() if h.startswith("b")), default=0.0
     )
+    if getattr(engine, "heaps", None):  # young collections (profile host.gc_young_bytes > 0): the busiest JVMs
+        pauses = stats.gc_pauses
+        row["gc_pauses_broker"] = max((pauses.get(h, 0) for h in brokers), default=0)
+        row["gc_pauses_client"] = max((n for h, n in pauses.items() if not h.startswith("b")), default=0)
+        row["gc_paused_share_broker"] = max((util[h].get("gc_paused", 0.0) for h in brokers), default=0.0)
     if getattr(engine, "storage", None):  # a log device (profile storage.device_write_gbps > 0): its busy share
         for kind in ("device_write", "device_read"):
             row[f"{kind}_util_broker"] = max((util[h].get(kind, 0.0) for h in brokers), default=0.0)

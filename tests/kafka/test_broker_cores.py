@@ -1,7 +1,7 @@
 """A broker's threads share its cores (host.process_cores): with few cores a loaded broker queues, and rows say so."""
 
 from kdlab.spec import Point
-from kdlab.workloads.kafka import KafkaWorkload
+from kdlab.workloads.kafka import KafkaWorkload, _thread_class
 
 SHAPE = {"system": "kafka", "brokers": 1, "partitions": 8, "producers": 4, "record_bytes": 1024, "acks": 1,
          "rate_total": 600_000, "duration_ms": 6.0, "warmup_ms": 1.0, "linger_ms": 0.2, "io_threads": 8,
@@ -23,3 +23,11 @@ def test_a_broker_with_few_cores_queues_and_its_utilisation_shows_it() -> None:
     assert two["cpu_broker_util"] > own["cpu_broker_util"]  # the same work over fewer cores
     assert two["ack_latency_p99_us"] > own["ack_latency_p99_us"]  # threads wait for a core
     assert 0 < own["cpu_broker_util"] < 1
+
+
+def test_the_row_names_the_busiest_thread_and_its_share_of_the_run() -> None:
+    row = _row(0)
+    busiest, util = row["cpu_busiest_thread"], row["cpu_busiest_thread_util"]
+    assert 0 < util <= 1.0 + 1e-9
+    # no thread class can keep fewer cores busy than its busiest thread does
+    assert row[f"cpu_{_thread_class(busiest)}_cores"] >= util - 1e-9

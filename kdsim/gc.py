@@ -1,0 +1,71 @@
+"""Stop-the-world young collections of a host's JVM, driven by what its threads allocate.
+
+A Java process allocates in its young generation (eden) until it is full; then the collector
+stops every application thread of the process for a pause, and allocation starts over. kdsim
+models exactly that and nothing finer (docs/variability.md, "Garbage collection"):
+
+* datapaths declare the allocations that grow with the data they move, ``Compute("alloc", n)``:
+  a Kafka broker's heap buffer for each request it reads (``NetworkReceive``), a client's
+  serialised records, a consumer's fetched and deserialised records. KafkaDirect's RDMA paths
+  allocate no heap for the data, so its brokers collect far less often: a mechanism, not a factor;
+* every ``host.gc_young_bytes`` allocated, the process pauses for ``host.gc_pause_ns``, starting
+  when the allocating thread allocates (pauses of one process do not overlap);
+* a thread of the process does no CPU work inside a pause: work that would start in one starts at
+  its end, and a thread woken inside one runs at its end. The kernel and the NIC go on: packets
+  arrive, RDMA writes land, sockets fill;
+* ``host.gc_young_bytes`` 0 turns the model off: allocations are not counted and nothing pauses.
+
+Pauses follow from the allocation, so they come more often as load grows, and near saturation the
+backlog a pause leaves takes longer to drain: the tail grows toward saturation, as in a queue with
+server vacations.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Heap:
+    """One host process's young generation: bytes allocated since the last collection, and its pauses.
+
+    A thread may run ahead of the simulator's clock while it never waits (kdsim's CPU debt), so a pause can be
+    started at a time later than another thread's next piece of work: the pauses not yet over are kept, in
+    order (they do not overlap), and dropped once the clock has passed them.
+    """
+
+    young_bytes: int
+    pause_ns: float
+    used: int = 0
+    pending: deque[tuple[float, float]] = field(default_factory=deque)  # (start, end) of pauses not yet over
+    last_end: float = -1.0
+    pauses: int = 0
+    paused_ns: float = 0.0
+
+    def allocate(self, t: float, nbytes: int) -> None:
+        """``nbytes`` allocated at time ``t``; a full eden starts a pause at ``t`` (or after the last one)."""
+        self.used += nbytes
+        while self.used >= self.young_bytes:
+            self.used -= self.young_bytes
+            start = max(t, self.last_end)
+            self.last_end = start + self.pause_ns
+            self.pending.append((start, self.last_end))
+            self.pauses += 1
+            self.paused_ns += self.pause_ns
+
+    def resume_at(self, now: float, t: float) -> float:
+        """When a thread that wants to run at ``t`` (>= ``now``, the clock) may: the end of a pause holding ``t``."""
+        pending = self.pending
+        while pending and pending[0][1] <= now:
+            pending.popleft()
+        for start, end in pending:
+            if t < start:
+                break
+            if t < end:
+                return end
+        return t
+
+    def paused_share(self, now: float) -> float:
+        """The share of the run the process spent stopped (pauses still running at ``now`` count in full)."""
+        return self.paused_ns / now if now > 0 else 0.0
