@@ -189,6 +189,17 @@ class FileWrite:
 
 
 @dataclass(slots=True)
+class FileFlush:
+    """fsync this host's log files: return when every byte written so far is on the device.
+
+    Kafka flushes in ``Log.append`` when ``log.flush.interval.messages`` (a topic's
+    ``flush.messages``) records are unflushed. kdsim waits for the host's write-back to reach
+    the last write, plus the device's latency; at once where no device is modelled. kdreal
+    returns at once.
+    """
+
+
+@dataclass(slots=True)
 class FileRead:
     """Read log-file bytes: ``extents`` are ``(token, nbytes)`` pairs from :class:`FileWrite`.
 
@@ -333,6 +344,7 @@ Operation = (
     | SpinUntil
     | Compute
     | FileWrite
+    | FileFlush
     | FileRead
     | Sleep
     | Clock

@@ -377,6 +377,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.Compute: lambda ex, op: None,  # the datapath did the real work itself
     ops.FileWrite: lambda ex, op: 0,  # no device model: the real engine's files are real (or memory)
     ops.FileRead: lambda ex, op: None,
+    ops.FileFlush: lambda ex, op: None,
     ops.Sleep: _sleep,
     ops.Clock: lambda ex, op: time.perf_counter_ns(),
     ops.TcpListen: _tcp_listen,

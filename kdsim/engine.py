@@ -496,6 +496,18 @@ class SimEngine:
         block.waiter.wake_at(self.env, at)
         return block
 
+    def _file_flush(self, op: ops.FileFlush, st: RoleState) -> Any:
+        store = self.storage.get(st.host)
+        if store is None:
+            return None
+        t = self.env.now + st.debt
+        at = store.flushed_at(t)
+        if at <= t:
+            return None
+        block = self._block(st, "an fsync of the log (write-back of what was written)", _resume_clear_debt)
+        block.waiter.wake_at(self.env, at)
+        return block
+
     def _file_read(self, op: ops.FileRead, st: RoleState) -> Any:
         store = self.storage.get(st.host)
         if store is None:
@@ -715,6 +727,7 @@ class SimEngine:
         ops.Compute: _compute,
         ops.FileWrite: _file_write,
         ops.FileRead: _file_read,
+        ops.FileFlush: _file_flush,
         ops.Sleep: _sleep,
         ops.Clock: _clock,
         ops.TcpListen: _tcp_listen,
@@ -732,7 +745,7 @@ class SimEngine:
 
 
 #: Operations that charge no ``host.op_ns``: they stand for the kernel's side of a write or sendfile.
-_FILE_OPS = (ops.FileWrite, ops.FileRead)
+_FILE_OPS = (ops.FileWrite, ops.FileRead, ops.FileFlush)
 
 
 def _resume_clear_debt(st: RoleState) -> None:

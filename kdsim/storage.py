@@ -38,7 +38,7 @@ from kdsim.timeline import Timeline
 class HostStorage:
     """One host's page cache and device."""
 
-    __slots__ = ("cache", "dirty", "dirty_bytes", "limit", "p", "reader", "writer", "written")
+    __slots__ = ("cache", "dirty", "dirty_bytes", "last_clean", "limit", "p", "reader", "writer", "written")
 
     def __init__(self, host: str, p: StorageParams) -> None:
         self.p = p
@@ -49,6 +49,7 @@ class HostStorage:
         self.dirty: list[tuple[float, int]] = []  # heap of (clean at, bytes)
         self.dirty_bytes = 0
         self.written = 0  # bytes appended on this host: the position tokens
+        self.last_clean = 0.0  # when the last byte written so far is on the device (write-back is FIFO)
 
     def write(self, t: float, nbytes: int) -> tuple[float, int]:
         """Append ``nbytes`` at ``t`` -> (when the append is done, the position token after it)."""
@@ -64,9 +65,14 @@ class HostStorage:
         p = self.p
         end = self.writer.reserve(at, nbytes * 8.0 / p.device_write_gbps)[1]
         heapq.heappush(dirty, (end + p.device_latency_ns, nbytes))
+        self.last_clean = max(self.last_clean, end + p.device_latency_ns)
         self.dirty_bytes += nbytes
         self.written += nbytes
         return at, self.written
+
+    def flushed_at(self, t: float) -> float:
+        """An fsync at ``t`` returns when write-back has reached every byte written so far (FIFO: the last one)."""
+        return max(t, self.last_clean)
 
     def missed(self, extents: list[tuple[int, int]]) -> int:
         """Bytes of ``extents`` (position token after them, length) that have left the cache."""

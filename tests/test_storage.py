@@ -144,3 +144,28 @@ def test_with_no_device_rows_are_bit_identical_to_those_before_storage(profile: 
     for row in _rows(profile, params, overrides, ["kafka", "osu"]):
         assert [row[c] for c in COLUMNS] == BEFORE[f"{profile}/{row['system']}"], row["system"]
         assert "device_write_util_broker" not in row
+
+
+def test_flush_messages_makes_each_append_wait_for_its_fsync() -> None:
+    """log.flush.interval.messages 1 (OMB's kafka-sync): Log.append fsyncs under the lock, so every ack waits for
+    the write-back of its batch plus the device's latency; unset (Kafka's default) the OS writes back behind."""
+    light = {**OPEN, "rate_total": 4_000}  # an fsync a record (~51 us under the lock): a fifth of the time busy
+    fast = {
+        "storage.device_write_gbps": 8.0,
+        "storage.device_latency_ns": 50_000.0,
+        "storage.page_cache_bytes": 1 << 30,
+    }
+    lazy = _rows("cx4-edr-100g", light, {**SLOW, **fast}, ["kafka"])[0]
+    synced = _rows("cx4-edr-100g", {**light, "flush_messages": 1}, {**SLOW, **fast}, ["kafka"])[0]
+    assert lazy["delivery_ok"] and synced["delivery_ok"]
+    # at least the device's latency more per ack (a batch is a record or two here: its transfer is ~1-2 us)
+    assert synced["ack_latency_p50_us"] >= lazy["ack_latency_p50_us"] + 50
+    assert synced["ack_latency_p50_us"] <= lazy["ack_latency_p50_us"] + 50 + 30
+    # with no device modelled an fsync costs nothing
+    plain = _rows("cx4-edr-100g", {**light, "flush_messages": 1}, {}, ["kafka"])[0]
+    assert plain["ack_latency_p50_us"] == _rows("cx4-edr-100g", light, {}, ["kafka"])[0]["ack_latency_p50_us"]
+
+
+def test_flush_messages_is_refused_for_kafkadirect_in_one_line() -> None:
+    with pytest.raises(ValueError, match="flush_messages: not modelled for kafkadirect"):
+        KafkaParams(system="kafkadirect", flush_messages=1)

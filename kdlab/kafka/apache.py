@@ -61,6 +61,7 @@ from kdlab.kafka.records import CorruptBatch, assign_offsets
 from kdlab.ops import (
     Clock,
     Compute,
+    FileFlush,
     FileRead,
     FileWrite,
     Notify,
@@ -174,7 +175,7 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: ProduceRequest)
         if not valid:
             acks.append(ProduceAck(batch.partition, -1, "CORRUPT_MESSAGE"))
             continue
-        entry = yield from _append_locked(state, batch)
+        entry = yield from _append_locked(p, state, batch)
         yield from _data_changed(state, (batch.partition,))
         acks.append(ProduceAck(batch.partition, entry.base_offset))
         waiting[batch.partition] = entry.last_offset
@@ -191,7 +192,7 @@ def _produce(p: KafkaParams, state: BrokerState, conn: Any, req: ProduceRequest)
         state.delayed_produce.append(DelayedProduce(conn, response, waiting))
 
 
-def _append_locked(state: BrokerState, batch: Produce) -> Any:
+def _append_locked(p: KafkaParams, state: BrokerState, batch: Produce) -> Any:
     """The leader's append under the partition's log lock -> the appended entry.
 
     Kafka 2.2, Log.append (core/src/main/scala/kafka/log/Log.scala): ``lock synchronized { ... }``
@@ -222,8 +223,16 @@ def _append_locked(state: BrokerState, batch: Produce) -> Any:
     stored = yield FileWrite(len(batch.data))
     entry = log.append(len(batch.data), batch.records, assign_offsets(batch.data, log.leo))
     entry.stored = stored
+    yield from flush_if_due(p, log)
     yield QueuePut(lock, True)  # released at this thread's time, when its append work is done
     return entry
+
+
+def flush_if_due(p: KafkaParams, log: PartitionLog) -> Any:
+    """Log.append's flush: with ``log.flush.interval.messages`` records unflushed, fsync (under the lock)."""
+    if p.flush_messages is not None and log.leo - log.flushed >= p.flush_messages:
+        yield FileFlush()
+        log.flushed = log.leo
 
 
 def _complete_delayed_produce(state: BrokerState, advanced: set[int]) -> Any:

@@ -49,6 +49,7 @@ class PartitionLog:
     entries: list[Entry] = field(default_factory=list)
     leo: int = 0  # log end offset: next offset to assign
     hw: int = 0  # high watermark
+    flushed: int = 0  # recovery point: offsets below it were fsynced (log.flush.interval.messages)
     follower_leo: dict[str, int] = field(default_factory=dict)
     next_seg_id: int = 0
 

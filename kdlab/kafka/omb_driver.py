@@ -89,7 +89,7 @@ CONSUMER = {
     "check.crcs": Prop("check_crcs", lambda t: _BOOLS[t.lower()], "true or false"),
 }
 """Consumer properties (ConsumerConfig names) that set KafkaParams fields."""
-TOPIC = {"segment.bytes": _int("segment_bytes", 14)}
+TOPIC = {"segment.bytes": _int("segment_bytes", 14), "flush.messages": _int("flush_messages", 1)}
 """Topic properties (TopicConfig names) that set KafkaParams fields."""
 _OFF_PATH = "only matters when a request fails or times out; none does in the model"
 IGNORED = {
@@ -110,6 +110,8 @@ IGNORED = {
     "enable.auto.commit": "offset commits are not modelled (OMB commits asynchronously after each poll)",
     "auto.commit.interval.ms": "offset commits are not modelled",
     "min.insync.replicas": "acks=all waits for the whole in-sync set; no replica leaves it in the model",
+    "flush.ms": "the time-based flush runs in the log flusher, every log.flush.scheduler.interval.ms (Long.MAX_VALUE "
+    "by default: never); flush.messages is modelled",
 }
 """Properties accepted without changing the model, with the reason given in the result."""
 _SECTIONS = {"topicConfig": TOPIC, "commonConfig": PRODUCER | CONSUMER, "producerConfig": PRODUCER}

@@ -94,6 +94,12 @@ class KafkaParams(BaseModel):
     slot_poll_us: float = Field(default=20.0, gt=0, description="KafkaDirect slotupdatetimeout")
     max_rdma_batch: int = Field(default=2000, ge=64, description="KafkaDirect push replication maxrdmabatch")
     segment_bytes: int = Field(default=1024 * 1024 * 1024, ge=4096, description="log.segment.bytes")
+    flush_messages: int | None = Field(
+        default=None,
+        ge=1,
+        description="log.flush.interval.messages (topic flush.messages): fsync the log in the "
+        "append once this many records are unflushed; None: never (Kafka's default, the OS writes back)",
+    )
     network_threads: int = Field(default=3, ge=1, le=64)
     io_threads: int = Field(default=8, ge=1, le=256)
     rdma_threads: int = Field(default=1, ge=1, le=64, description="KafkaDirect RDMA network threads")
@@ -177,6 +183,11 @@ class KafkaParams(BaseModel):
                     f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
                     "KafkaDirect producers (one writer per partition)"
                 )
+        if self.flush_messages is not None and self.system == "kafkadirect":
+            raise ValueError(
+                "flush_messages: not modelled for kafkadirect (its producers write the log by RDMA into a mapped "
+                "file, whose write-back kdlab does not model); allowed: kafka, osu"
+            )
         if self.keys != "none" and self.partitioner != "default":
             raise ValueError(f"keys: keyed records need partitioner default (key hash); got {self.partitioner!r}")
         if self.sequential_e2e:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdlab.kafka.apache import BrokerState
+from kdlab.kafka.apache import BrokerState, flush_if_due
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.params import KafkaParams
 from kdlab.kafka.protocol import REPLICA_FETCH_RESPONSE_MAX_BYTES, Fetch, FetchRequest, FetchResponse
@@ -46,11 +46,11 @@ def replica_fetcher(p: KafkaParams, state: BrokerState, leader: str, partitions:
         yield TcpSend(conn, request, request.nbytes)
         _, response = yield TcpRecv(conn)
         yield Compute("alloc", response.nbytes)  # NetworkReceive: the fetched batches in a heap buffer
-        with_data = yield from _append_fetched(state, response)
+        with_data = yield from _append_fetched(p, state, response)
         order = [q for q in order if q not in with_data] + [q for q in order if q in with_data]
 
 
-def _append_fetched(state: BrokerState, response: FetchResponse) -> Any:
+def _append_fetched(p: KafkaParams, state: BrokerState, response: FetchResponse) -> Any:
     """Append each partition's batches to the follower's log -> the partitions that returned data."""
     with_data = set()
     for reply in response.partitions:
@@ -64,6 +64,7 @@ def _append_fetched(state: BrokerState, response: FetchResponse) -> Any:
             yield Compute("copy", len(data))
             stored = yield FileWrite(len(data))  # into the page cache: blocks while over the dirty limit
             log.append(len(data), info.records, data).stored = stored
+            yield from flush_if_due(p, log)  # a follower's Log.append flushes by the same rule
         log.hw = max(log.hw, min(reply.hw, log.leo))
         if reply.batches:
             with_data.add(reply.partition)

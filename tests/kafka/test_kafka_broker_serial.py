@@ -57,8 +57,8 @@ def _spied_append(spans: list[tuple[int, float, float]]) -> Any:
     """_append_locked, recording (partition, start, end) of each append's work: LogValidator and the copy."""
     real = apache._append_locked
 
-    def append(state: apache.BrokerState, batch: Produce) -> Any:
-        gen = real(state, batch)
+    def append(p: Any, state: apache.BrokerState, batch: Produce) -> Any:
+        gen = real(p, state, batch)
         value: Any = None
         start: float | None = None
         while True:

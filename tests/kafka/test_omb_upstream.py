@@ -89,11 +89,10 @@ def test_bad_driver_properties_are_refused_one_line_each(sections: dict[str, str
     assert line in str(info.value) and "\n" not in str(info.value)
 
 
-def test_upstream_sync_driver_is_refused_naming_both_properties() -> None:
-    with pytest.raises(OmbError) as info:
-        load_omb_driver(HERE / "kafka-sync.yaml")
-    lines = str(info.value).splitlines()
-    assert [ln.split(": ")[1:3] for ln in lines] == [["topicConfig", "flush.messages"], ["topicConfig", "flush.ms"]]
+def test_upstream_sync_driver_flushes_every_record_and_says_why_flush_ms_changes_nothing() -> None:
+    driver = load_omb_driver(HERE / "kafka-sync.yaml")
+    assert driver.params["flush_messages"] == 1
+    assert "log.flush.scheduler.interval.ms" in driver.ignored["topicConfig.flush.ms"]
 
 
 def test_bad_driver_fields_are_refused() -> None:
