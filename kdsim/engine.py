@@ -282,6 +282,12 @@ class SimEngine:
             own[i] = end
         st.debt = end - now
 
+    def _spun_ns(self, st: RoleState, since: float) -> float:
+        """CPU a thread burnt spinning from ``since`` to now: not while its process was stopped for a collection."""
+        spun = self.env.now - since
+        heap = self.heaps.get(st.host) if self.heaps else None
+        return spun - heap.stopped_ns(since, self.env.now) if heap is not None and heap.pauses else spun
+
     def _stopped(self, st: RoleState) -> None:
         """A thread of a JVM host whose time falls inside the host's collection pause moves to its end."""
         now = self.env.now
@@ -394,7 +400,7 @@ class SimEngine:
         def resume(st: RoleState) -> list:
             cq.waiter = None
             if busy:
-                st.busy_ns += self.env.now - block.waiter.not_before
+                st.busy_ns += self._spun_ns(st, block.waiter.not_before)
                 jitter = st.cpu_jitter  # a spinning core's miss is CPU work
                 wake_cost = host.cache_miss_ns if jitter is None else jitter(host.cache_miss_ns)
             else:
@@ -448,7 +454,7 @@ class SimEngine:
         miss = self.profile.host.cache_miss_ns
 
         def resume(st: RoleState) -> None:
-            st.busy_ns += self.env.now - block.waiter.not_before
+            st.busy_ns += self._spun_ns(st, block.waiter.not_before)
             st.debt = 0.0
             self._cpu(st, miss)
 

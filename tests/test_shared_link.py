@@ -38,7 +38,9 @@ def _tcp_receiver() -> Any:
 def _took(shared: int) -> float:
     roles = make_rc_pair(_writer, lambda side: idle_until("done"), mr_bytes=WRITE)
     roles += [Role("tcp_a", "a", _tcp_sender), Role("tcp_b", "b", _tcp_receiver)]
-    out, _ = run_sim(roles, overrides={"tcp.shares_rdma_link": shared}, switch=True)
+    out, eng = run_sim(roles, overrides={"tcp.shares_rdma_link": shared}, switch=True)
+    assert (eng.sockets.uplinks["a"] is eng.fabric.uplink["a"]) == bool(shared)  # one link, so one busy count
+    assert (eng.sockets.downlinks["b"] is eng.fabric.downlink["b"]) == bool(shared)
     return out["tcp_b"]
 
 

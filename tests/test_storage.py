@@ -120,8 +120,8 @@ BEFORE = {
     # re-computed with the Kafka clients' costs (their operations cost host.op_ns) and the re-fitted profile
     "kdreal-rxe-tcg-fit/kafka": [230.0, 230.0, 123723.67261363917, 142555.52123504307, 130176.0195023001,
                                  21493.709791412817],
-    "kdreal-rxe-tcg-fit/osu": [215.0, 185.0, 129905.90577766964, 153883.39204433846, 137718.83893233468,
-                               23438.300400492386],
+    "kdreal-rxe-tcg-fit/osu": [190.0, 190.0, 138568.24662648662, 158042.78461316723, 141719.59193174515,
+                               23148.01203873904],
 }  # fmt: skip
 COLUMNS = ("produce_records_per_s", "consume_records_per_s", "ack_latency_p50_us", "ack_latency_p99_us",
            "e2e_latency_p50_us", "fetch_latency_p50_us")  # fmt: skip

@@ -25,7 +25,9 @@ from typing import Any
 from kdlab.codec import CodecError, decode, encode
 from kdlab.kafka import apache
 from kdlab.kafka.params import KafkaParams
+from kdlab.kafka.protocol import as_request
 from kdlab.ops import (
+    Compute,
     ConnectQp,
     CreateCq,
     CreateQp,
@@ -166,6 +168,7 @@ def network_thread(p: KafkaParams, state: apache.BrokerState, clients_: dict[str
                 raise DatapathError(f"{state.name}: receive failed: {wc}")
             peer = peers[wc.qp_num]
             request = yield from peer.ep.take(wc)
+            yield Compute("alloc", as_request(request).nbytes)  # copied out of the receive buffer to the heap
             if peer.conn_id in state.busy:  # Kafka's muting, as on a socket
                 state.parked.setdefault(peer.conn_id, deque()).append((peer, request))
                 continue
