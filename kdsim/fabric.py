@@ -67,7 +67,11 @@ class Path:
 
 
 class Fabric:
-    """Hosts joined back to back (two hosts) or through one switch (a star)."""
+    """Hosts joined back to back (two hosts) or through one switch (a star).
+
+    A path is computed when a message needs it (two link directions and two latencies), not stored per pair
+    of hosts: memory and set-up grow with the hosts, not with their square.
+    """
 
     def __init__(self, profile: Profile, hosts: list[str], switch: bool | None = None) -> None:
         self.wire = WireModel.from_profile(profile)
@@ -77,18 +81,8 @@ class Fabric:
         prop = profile.link.propagation_ns
         self.uplink = {h: Timeline(f"{h}->") for h in hosts}
         self.downlink = {h: Timeline(f"->{h}") for h in hosts}
-        self._paths: dict[tuple[str, str], Path] = {}
+        self._latency = [prop, profile.switch.latency_ns + prop] if self.switched else [prop]
         self._times: dict[tuple[int, int], tuple[float, float, float]] = {}
-        for a in hosts:
-            for b in hosts:
-                if a == b:
-                    continue
-                if self.switched:
-                    self._paths[a, b] = Path(
-                        [self.uplink[a], self.downlink[b]], [prop, profile.switch.latency_ns + prop]
-                    )
-                else:
-                    self._paths[a, b] = Path([self.uplink[a]], [prop])
 
     def _time(self, payload: int, extra: int) -> tuple[float, float, float]:
         w = self.wire
@@ -100,10 +94,10 @@ class Fabric:
         return t
 
     def path(self, src: str, dst: str) -> Path:
-        try:
-            return self._paths[src, dst]
-        except KeyError:
-            raise ValueError(f"no path from host {src!r} to {dst!r} (loopback is not modelled)") from None
+        if src == dst or src not in self.uplink or dst not in self.downlink:
+            raise ValueError(f"no path from host {src!r} to {dst!r} (loopback is not modelled)")
+        hops = [self.uplink[src], self.downlink[dst]] if self.switched else [self.uplink[src]]
+        return Path(hops, self._latency)
 
     def send(
         self, src: str, dst: str, ready: float, last_ready: float, payload: int, extra: int = 0
@@ -112,12 +106,15 @@ class Fabric:
 
         Returns when the first and the last packet arrive at ``dst``'s NIC.
         """
-        path = self._paths[src, dst]
+        if src == dst:
+            raise ValueError(f"no path from host {src!r} to itself (loopback is not modelled)")
         dur, first, last = self._times.get((payload, extra)) or self._time(payload, extra)
-        for link, lat in zip(path.hops, path.hop_latency_ns, strict=True):
-            start, end = link.reserve(ready, dur, last_ready + last)
-            ready = start + first + lat
-            last_ready = end + lat
+        lat = self._latency
+        start, end = self.uplink[src].reserve(ready, dur, last_ready + last)
+        ready, last_ready = start + first + lat[0], end + lat[0]
+        if self.switched:
+            start, end = self.downlink[dst].reserve(ready, dur, last_ready + last)
+            ready, last_ready = start + first + lat[1], end + lat[1]
         return ready, last_ready
 
     def control(self, src: str, dst: str, when: float, extra: int) -> float:
