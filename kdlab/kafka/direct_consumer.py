@@ -137,6 +137,9 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
     e2e_batches = -(-p.records_total // p.records_per_batch)
     poll_ns = p.slot_poll_us * 1e3
     t_first = t_last = yield Clock()
+    # no producer can have finished before its application ends (a run length): look for their ends from then on,
+    # not at every idle poll (a look per producer per poll grows with the producers of the topic)
+    ends_from = t_first + (p.warmup_ms + p.duration_ms) * 1e6 if p.duration_ms else t_first
     started = False  # a READ or a request was made
     delivered: list[tuple] = []
     received: list[tuple] = []
@@ -239,7 +242,8 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                     )
                 part.read_pos += pos
                 t_last = yield Clock()
-        if e2e is None and not any(isinstance(x, _Part) for x in posted):  # caught up: are the producers done?
+        caught_up = e2e is None and not any(isinstance(x, _Part) for x in posted)
+        if caught_up and now >= ends_from and len(produced) < len(writers):  # caught up: are the producers done?
             for pid in writers:
                 if pid not in produced and (ends := (yield Lookup(f"produced{pid}", wait=False))) is not None:
                     produced[pid] = ends
