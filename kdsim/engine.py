@@ -58,6 +58,7 @@ class RoleState:
     host: str
     debt: float = 0.0
     busy_ns: float = 0.0
+    ops: int = 0  # operations it yielded
     waiting_for: str = ""
     done: bool = False
     cpu_jitter: Jitter | None = None  # draws CPU costs (profile host.cpu_sigma > 0)
@@ -105,6 +106,7 @@ class RunStats:
     transport_events: int = 0
     role_cpu_busy_ns: dict[str, float] = field(default_factory=dict)
     utilisation: dict[str, dict[str, float]] = field(default_factory=dict)
+    operations: int = 0  # datapath operations handled (the Python-level work of a run)
     gc_pauses: dict[str, int] = field(default_factory=dict)  # young collections per JVM host (host.gc_young_bytes)
 
 
@@ -199,6 +201,7 @@ class SimEngine:
     def _collect_stats(self, now: float) -> None:
         st = self.stats
         st.sim_time_ns = now
+        st.operations = sum(s.ops for s in self._states.values())
         st.transport_events = self.transport.events
         st.role_cpu_busy_ns = {s.name: s.busy_ns for s in self._states.values()}
         st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
@@ -227,6 +230,7 @@ class SimEngine:
             except Exception as err:
                 raise SimulationError(f"role {role.name!r} failed: {err!r}") from err
             exc = None
+            st.ops += 1
             handler = handlers.get(type(op))
             if handler is None:
                 exc = TypeError(f"role {role.name!r} yielded {op!r}, which is not an operation of kdlab.ops")

@@ -1,0 +1,109 @@
+"""Scale: CPU, events and memory per simulated batch as the cluster grows at a fixed load per client.
+
+A ladder of clusters (brokers, clients), half the clients producers and half consumers, one topic per broker
+with two partitions each, replication factor 3, every producer offering the same open-loop rate. Each rung
+runs in a fresh process (so its peak RSS is its own) and prints:
+
+* CPU seconds per simulated millisecond, and CPU microseconds per produced batch;
+* SimPy events and datapath operations per batch (the Python-level work);
+* peak RSS;
+
+and at the end the fitted growth exponents against clients (log-log least squares): of CPU per simulated
+millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CPU per batch (flat is 0).
+
+    .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each
+    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000   # the goal point
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import resource
+import sys
+import time
+from typing import Any
+
+LADDER = ["3x20", "10x200", "30x1000", "100x2000"]
+
+
+def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float) -> dict[str, Any]:
+    """One cluster, in this process -> its measurements."""
+    from kdlab.kafka.cluster import build
+    from kdlab.kafka.params import KafkaParams
+    from kdsim.engine import SimEngine
+
+    producers = max(1, clients // 2 // brokers)
+    consumers = max(1, clients // 2 // brokers)
+    p = KafkaParams(
+        system=system, brokers=brokers, topics=brokers, partitions=max(2, producers), producers=producers,
+        consumers=consumers, replication_factor=min(3, brokers), acks=-1, record_bytes=1024, linger_ms=1.0,
+        rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=16 << 20,
+    )  # fmt: skip
+    engine = SimEngine("cx4-edr-100g")
+    roles = build(p, 0)
+    cpu0 = time.process_time()
+    results = engine.run(roles)
+    cpu = time.process_time() - cpu0
+    batches = sum(len(v["sent"]) for k, v in results.items() if k.startswith("producer"))
+    events = next(engine.env._eid)  # SimPy's event counter: every event it scheduled
+    sim_ms = engine.stats.sim_time_ns / 1e6
+    return {
+        "brokers": brokers, "clients": (producers + consumers) * brokers, "sim_ms": sim_ms, "cpu_s": cpu,
+        "cpu_s_per_sim_ms": cpu / sim_ms, "batches": batches, "cpu_us_per_batch": 1e6 * cpu / max(1, batches),
+        "events_per_batch": events / max(1, batches), "ops_per_batch": engine.stats.operations / max(1, batches),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+def _child(args: tuple, out: Any) -> None:
+    out.send(run_rung(*args))
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) on log(x)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rungs", nargs="+", default=LADDER, help="BROKERSxCLIENTS, e.g. 3x20 100x10000")
+    ap.add_argument("--ms", type=float, default=10.0, help="simulated milliseconds per rung")
+    ap.add_argument("--system", default="kafkadirect", choices=["kafkadirect", "kafka"])
+    ap.add_argument("--rate", type=float, default=1000.0, help="records/s offered by each producer")
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args()
+    rows = []
+    ctx = mp.get_context("spawn")  # a fresh interpreter per rung: its peak RSS is its own
+    for rung in args.rungs:
+        brokers, clients = (int(x) for x in rung.split("x"))
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=((brokers, clients, args.ms, args.system, args.rate), send))
+        proc.start()
+        row = recv.recv()
+        proc.join()
+        rows.append(row)
+        print(
+            f"{row['brokers']:4d} brokers {row['clients']:6d} clients: {row['cpu_s']:8.1f} s CPU for "
+            f"{row['sim_ms']:.1f} ms, {row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:7.0f} us/batch, "
+            f"{row['events_per_batch']:6.1f} events/batch, {row['ops_per_batch']:6.1f} ops/batch, "
+            f"peak RSS {row['peak_rss_mb']:6.0f} MB",
+            flush=True,
+        )
+    if len(rows) > 1:
+        xs = [r["clients"] for r in rows]
+        total = slope(xs, [r["cpu_s_per_sim_ms"] for r in rows])
+        per_batch = slope(xs, [r["cpu_us_per_batch"] for r in rows])
+        print(f"growth exponent vs clients: CPU per simulated ms {total:.2f} (goal <= 1.1), per batch {per_batch:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
