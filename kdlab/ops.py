@@ -211,6 +211,26 @@ class FileRead:
 
 
 @dataclass(slots=True)
+class IdlePoll:
+    """Poll RDMA READs while they would bring back what they brought last -> the polls it stood for.
+
+    ``reads`` are ``(qp, wr)`` pairs of signaled one-SGE READs whose last results lie at their local
+    SGEs (a consumer's slot reads once it has caught up). The polls would be posted at ``first_ns``,
+    then every ``interval_ns``. The operation returns no later than the first poll that would see a
+    change (the caller's own round then performs that poll), or at ``until_ns``.
+
+    kdsim does not simulate each poll: it watches the remote bytes and charges the polls' CPU, NIC,
+    PCIe and link work in bulk (their load is measured, their contention with other traffic is not:
+    docs/design.md). kdreal waits until ``first_ns`` and returns 0: the caller polls as before.
+    """
+
+    reads: list[tuple[Any, Any]]
+    first_ns: float
+    interval_ns: float
+    until_ns: float
+
+
+@dataclass(slots=True)
 class Sleep:
     """Let ``duration_ns`` nanoseconds pass without using the CPU."""
 
@@ -346,6 +366,7 @@ Operation = (
     | FileWrite
     | FileFlush
     | FileRead
+    | IdlePoll
     | Sleep
     | Clock
     | TcpListen

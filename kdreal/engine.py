@@ -330,6 +330,14 @@ def _sleep(ex: Executor, op: ops.Sleep) -> None:
     time.sleep(op.duration_ns / 1e9)
 
 
+def _idle_poll(ex: Executor, op: ops.IdlePoll) -> int:
+    """Wait for the first poll; the caller's round performs it (kdreal polls for real, one by one)."""
+    wait = min(op.first_ns, op.until_ns) - time.perf_counter_ns()
+    if wait > 0:
+        time.sleep(wait / 1e9)
+    return 0
+
+
 def _reg_mr(ex: Executor, op: ops.RegMr) -> Any:
     path = None
     if op.path is not None:
@@ -379,6 +387,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.FileRead: lambda ex, op: None,
     ops.FileFlush: lambda ex, op: None,
     ops.Sleep: _sleep,
+    ops.IdlePoll: _idle_poll,
     ops.Clock: lambda ex, op: time.perf_counter_ns(),
     ops.TcpListen: _tcp_listen,
     ops.TcpAccept: lambda ex, op: ex.sockets.accept(op.listener, ex.timeout_s),
@@ -396,7 +405,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
 #: Operations that may block: they run with the host lock given up. (Queue and
 #: notification waits give it up inside their condition variables.)
 BLOCKING = frozenset({
-    ops.WaitCq, ops.SpinUntil, ops.Sleep, ops.Publish, ops.Lookup, ops.TcpListen, ops.TcpAccept,
+    ops.WaitCq, ops.SpinUntil, ops.Sleep, ops.IdlePoll, ops.Publish, ops.Lookup, ops.TcpListen, ops.TcpAccept,
     ops.TcpConnect, ops.TcpSend, ops.TcpRecv,
 })  # fmt: skip
 

@@ -24,6 +24,7 @@ from kdlab.program import Role
 from kdlab.verbs import CompletionQueue, DeviceInfo, QpCap, QueuePair
 from kdsim.fabric import Fabric
 from kdsim.gc import Heap
+from kdsim.idle_poll import idle_poll
 from kdsim.memory import HostMemory, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
@@ -738,6 +739,7 @@ class SimEngine:
         ops.FileWrite: _file_write,
         ops.FileRead: _file_read,
         ops.FileFlush: _file_flush,
+        ops.IdlePoll: idle_poll,
         ops.Sleep: _sleep,
         ops.Clock: _clock,
         ops.TcpListen: _tcp_listen,

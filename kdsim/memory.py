@@ -32,6 +32,8 @@ class SimMr:
     data: bytearray | mmap.mmap
     #: Spinning readers: (offset, expected bytes, callback) fired once the bytes match.
     watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
+    #: Idle pollers (IdlePoll): (offset, bytes last seen, callback) fired once the bytes differ.
+    change_watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
 
     def contains(self, addr: int, length: int) -> bool:
         start = self.handle.addr
@@ -91,6 +93,8 @@ class HostMemory:
         mr.data[off : off + len(data)] = data
         if mr.watchers:
             HostMemory.check_watchers(mr)
+        if mr.change_watchers:
+            HostMemory.check_change_watchers(mr)
 
     @staticmethod
     def check_watchers(mr: SimMr) -> None:
@@ -104,6 +108,16 @@ class HostMemory:
                 keep.append(w)
         mr.watchers = keep
         for callback in fired:
+            callback()
+
+    @staticmethod
+    def check_change_watchers(mr: SimMr) -> None:
+        keep, fired = [], []
+        for w in mr.change_watchers:
+            off, seen, callback = w
+            (fired if mr.data[off : off + len(seen)] != seen else keep).append(w)
+        mr.change_watchers = keep
+        for _, _, callback in fired:
             callback()
 
     def gather(self, sges: tuple, total: int) -> bytes | None:

@@ -51,6 +51,7 @@ from kdlab.ops import (
     ConnectQp,
     CreateCq,
     CreateQp,
+    IdlePoll,
     Lookup,
     PostSend,
     Publish,
@@ -247,6 +248,14 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
             for pid in writers:
                 if pid not in produced and (ends := (yield Lookup(f"produced{pid}", wait=False))) is not None:
                     produced[pid] = ends
+        if not posted and e2e is None and pause_at is None and p.slots and wake is not None and now < ends_from:
+            # caught up on every partition, slots not yet due: poll them while they show nothing new, until the
+            # producers may have ended (kdsim charges those polls in bulk; kdreal performs them one by one)
+            reads = [(conn.qp, conn.slot_read) for conn in conns.values()]
+            yield IdlePoll(reads, min(conn.slot_due_ns for conn in conns.values()), poll_ns, ends_from)
+            for conn in conns.values():
+                conn.slot_due_ns = 0.0  # the poll that sees the change (or the first after the wait) is due now
+            continue
         if not posted and (e2e is not None or not _read_to_the_end(parts, writers, produced)):
             until = wake if wake is not None else now + poll_ns
             if pause_at is not None:
