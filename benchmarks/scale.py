@@ -40,7 +40,7 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float) ->
     p = KafkaParams(
         system=system, brokers=brokers, topics=brokers, partitions=max(2, producers), producers=producers,
         consumers=consumers, replication_factor=min(3, brokers), acks=-1, record_bytes=1024, linger_ms=1.0,
-        rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=16 << 20,
+        rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=16 << 20, slot_consumers=256,
     )  # fmt: skip
     engine = SimEngine("cx4-edr-100g")
     roles = build(p, 0)
