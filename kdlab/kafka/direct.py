@@ -88,6 +88,9 @@ def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = (), seed: int = 0) -> li
             clients[b] += 1
         args = {"p": p, "pid": w.pid, "me": w, "leaders": leaders, "seed": seed, **e2e}
         out.append(Role(w.name, f"p{w.pid}", producer, args))
+    writers_of: dict[int, list[int]] = {}  # topic -> its producers (once, not a scan of every producer per consumer)
+    for w in topo.producers:
+        writers_of.setdefault(w.topic, []).append(w.pid)
     for c in topo.consumers:
         leaders = {q: topo.leader(q) for q in c.partitions}
         for b in brokers_of(c.partitions, topo):
@@ -97,7 +100,7 @@ def roles(p: KafkaParams, faults: tuple[FlipBit, ...] = (), seed: int = 0) -> li
             if mine > p.slots_per_consumer:
                 raise ValueError(f"slots_per_consumer: {c.name} reads {mine} partitions on {b}, more than its row's "
                                  f"{p.slots_per_consumer} slots (num.rdmaslots.maxslots)")  # fmt: skip
-        writers = [w.pid for w in topo.producers if w.topic == c.topic]
+        writers = writers_of.get(c.topic, [])
         args = {"p": p, "cid": c.cid, "me": c, "leaders": leaders, "writers": writers, **e2e}
         out.append(Role(c.name, "p0" if p.sequential_e2e else f"c{c.cid}", consumer, args))
     for b, st in states.items():

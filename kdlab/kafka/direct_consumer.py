@@ -245,9 +245,12 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                 t_last = yield Clock()
         caught_up = e2e is None and not any(isinstance(x, _Part) for x in posted)
         if caught_up and now >= ends_from and len(produced) < len(writers):  # caught up: are the producers done?
-            for pid in writers:
-                if pid not in produced and (ends := (yield Lookup(f"produced{pid}", wait=False))) is not None:
-                    produced[pid] = ends
+            for pid in writers:  # in order, stopping at the first not yet done: one look a round while waiting
+                if pid in produced:
+                    continue
+                if (ends := (yield Lookup(f"produced{pid}", wait=False))) is None:
+                    break
+                produced[pid] = ends
         if not posted and e2e is None and pause_at is None and p.slots and wake is not None and now < ends_from:
             # caught up on every partition, slots not yet due: poll them while they show nothing new, until the
             # producers may have ended (kdsim charges those polls in bulk; kdreal performs them one by one)
