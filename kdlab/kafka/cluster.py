@@ -118,7 +118,10 @@ def _apache_roles(p: KafkaParams, seed: int = 0) -> list[Role]:
     states = {
         b: apache.BrokerState(
             b,
-            logs={q: PartitionLog(q, p.segment_bytes, topo.replicas[q]) for q in topo.hosted_by(b)},
+            logs={
+                q: PartitionLog(q, p.segment_bytes, topo.replicas[q], retention_bytes=p.retention_bytes)
+                for q in topo.hosted_by(b)
+            },
             isr_size={q: len(topo.replicas[q]) for q in topo.hosted_by(b)},
         )
         for b in topo.brokers

@@ -52,6 +52,8 @@ class PartitionLog:
     flushed: int = 0  # recovery point: offsets below it were fsynced (log.flush.interval.messages)
     follower_leo: dict[str, int] = field(default_factory=dict)
     next_seg_id: int = 0
+    retention_bytes: int | None = None  # log.retention.bytes: delete the oldest segments beyond it (None: never)
+    start_offset: int = 0  # the log start offset: offsets below it were deleted
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -66,7 +68,25 @@ class PartitionLog:
         seg = Segment(self.partition * 1_000_000 + self.next_seg_id, self.leo, self.segment_bytes)
         self.next_seg_id += 1
         self.segments.append(seg)
+        if self.retention_bytes is not None:
+            self._retain()
         return seg
+
+    def _retain(self) -> None:
+        """Kafka's size-based retention: delete the oldest segments while the log stays above retention.bytes
+        without them; never the active one. Kafka runs it every log.retention.check.interval.ms (5 min); here
+        at each roll, the only time the answer can change (the size grows, the segments are whole)."""
+        size = sum(s.position for s in self.segments)
+        gone = 0
+        while len(self.segments) > 1 and size - self.segments[0].position >= self.retention_bytes:
+            size -= self.segments.pop(0).position
+            gone += 1
+        if gone:
+            first = self.segments[0].seg_id
+            keep = next((i for i, e in enumerate(self.entries) if e.seg_id == first), len(self.entries))
+            if keep:
+                self.start_offset = self.entries[keep - 1].last_offset + 1
+                del self.entries[:keep]
 
     def segment(self, seg_id: int) -> Segment:
         for seg in reversed(self.segments):
@@ -101,6 +121,11 @@ class PartitionLog:
 
     def read(self, offset: int, max_bytes: int, upto: int) -> list[Entry]:
         """Whole batches from ``offset`` below offset ``upto``, at least one, at most ``max_bytes``."""
+        if offset < self.start_offset:  # Kafka answers OFFSET_OUT_OF_RANGE; no reader here may skip data
+            raise ValueError(
+                f"partition {self.partition}: offset {offset} was deleted by retention (log start "
+                f"{self.start_offset}; raise retention_bytes)"
+            )
         lo, hi = 0, len(self.entries)
         while lo < hi:  # first entry whose last offset >= offset
             mid = (lo + hi) // 2

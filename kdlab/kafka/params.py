@@ -94,6 +94,12 @@ class KafkaParams(BaseModel):
     slot_poll_us: float = Field(default=20.0, gt=0, description="KafkaDirect slotupdatetimeout")
     max_rdma_batch: int = Field(default=2000, ge=64, description="KafkaDirect push replication maxrdmabatch")
     segment_bytes: int = Field(default=1024 * 1024 * 1024, ge=4096, description="log.segment.bytes")
+    retention_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="log.retention.bytes (topic retention.bytes) per partition replica: the "
+        "oldest segments are deleted once the log is larger; None: keep everything (Kafka's default -1)",
+    )
     flush_messages: int | None = Field(
         default=None,
         ge=1,
@@ -183,6 +189,11 @@ class KafkaParams(BaseModel):
                     f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
                     "KafkaDirect producers (one writer per partition)"
                 )
+        if self.retention_bytes is not None and self.system == "kafkadirect":
+            raise ValueError(
+                "retention_bytes: not modelled for kafkadirect (deleting a segment there means deregistering its "
+                "memory region, which kdlab does not do yet); allowed: kafka, osu"
+            )
         if self.flush_messages is not None and self.system == "kafkadirect":
             raise ValueError(
                 "flush_messages: not modelled for kafkadirect (its producers write the log by RDMA into a mapped "
