@@ -12,7 +12,8 @@ and at the end the fitted growth exponents against clients (log-log least square
 millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CPU per batch (flat is 0).
 
     .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each
-    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000   # the goal point
+    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000 --segment 65536 --retention 131072
+                                                              # the goal point, logs bounded by retention
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any
 LADDER = ["3x20", "10x200", "30x1000", "100x2000"]
 
 
-def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float) -> dict[str, Any]:
+def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float, segment: int = 16 << 20,
+             retention: int | None = None) -> dict[str, Any]:  # fmt: skip
     """One cluster, in this process -> its measurements."""
     from kdlab.kafka.cluster import build
     from kdlab.kafka.params import KafkaParams
@@ -40,7 +42,8 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float) ->
     p = KafkaParams(
         system=system, brokers=brokers, topics=brokers, partitions=max(2, producers), producers=producers,
         consumers=consumers, replication_factor=min(3, brokers), acks=-1, record_bytes=1024, linger_ms=1.0,
-        rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=16 << 20, slot_consumers=256,
+        rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=segment, slot_consumers=256,
+        retention_bytes=retention,
     )  # fmt: skip
     engine = SimEngine("cx4-edr-100g")
     roles = build(p, 0)
@@ -75,6 +78,8 @@ def main() -> int:
     ap.add_argument("--ms", type=float, default=10.0, help="simulated milliseconds per rung")
     ap.add_argument("--system", default="kafkadirect", choices=["kafkadirect", "kafka"])
     ap.add_argument("--rate", type=float, default=1000.0, help="records/s offered by each producer")
+    ap.add_argument("--segment", type=int, default=16 << 20, help="segment_bytes")
+    ap.add_argument("--retention", type=int, default=None, help="retention_bytes per replica (default: keep all)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     rows = []
@@ -82,7 +87,8 @@ def main() -> int:
     for rung in args.rungs:
         brokers, clients = (int(x) for x in rung.split("x"))
         recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=((brokers, clients, args.ms, args.system, args.rate), send))
+        rung_args = (brokers, clients, args.ms, args.system, args.rate, args.segment, args.retention)
+        proc = ctx.Process(target=_child, args=(rung_args, send))
         proc.start()
         row = recv.recv()
         proc.join()

@@ -54,6 +54,14 @@ class RegMr:
 
 
 @dataclass(slots=True)
+class DeregMr:
+    """Deregister ``mr`` and free its memory (a deleted log segment). kdsim drops it at once, so a later
+    access by key fails as on an RNIC; kdreal deregisters it if this role registered it, else at the end."""
+
+    mr: MemoryRegion
+
+
+@dataclass(slots=True)
 class CreateCq:
     """Create a completion queue with room for ``depth`` entries -> :class:`CompletionQueue`."""
 
@@ -352,6 +360,7 @@ class Lookup:
 Operation = (
     QueryDevice
     | RegMr
+    | DeregMr
     | CreateCq
     | CreateQp
     | ConnectQp

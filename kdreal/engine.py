@@ -372,6 +372,7 @@ def _seconds(timeout_ns: float | None) -> float | None:
 HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.QueryDevice: lambda ex, op: ex.verbs.query_device(),
     ops.RegMr: _reg_mr,
+    ops.DeregMr: lambda ex, op: ex.verbs.dereg_mr(op.mr),
     ops.CreateCq: lambda ex, op: ex.verbs.create_cq(op.depth),
     ops.CreateQp: lambda ex, op: ex.verbs.create_qp(op.send_cq, op.recv_cq, op.cap),
     ops.ConnectQp: lambda ex, op: ex.verbs.connect_qp(op.qp, op.remote, op.rnr_retry, op.min_rnr_timer),

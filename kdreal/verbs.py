@@ -212,6 +212,18 @@ class Verbs:
         self._mrs[mr.lkey] = _Mr(mr, length, backing)
         return MemoryRegion(addr=mr.buf, length=length, lkey=mr.lkey, rkey=mr.rkey, host=self.host)
 
+    def dereg_mr(self, handle: MemoryRegion) -> None:
+        """Deregister an MR this role registered and free its mapping; one another role registered is left to
+        that role's close (pyverbs objects belong to the role that made them)."""
+        entry = self._mrs.pop(handle.lkey, None)
+        if entry is None:
+            return
+        entry.mr.close()
+        if entry.backing:
+            buf = entry.backing[0]
+            entry.backing.clear()
+            buf.close()
+
     @staticmethod
     def _map_file(path: str, length: int) -> mmap.mmap:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

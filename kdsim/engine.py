@@ -336,6 +336,11 @@ class SimEngine:
             self._mapped.add((st.host, mr.handle.lkey))
         return mr.handle
 
+    def _dereg_mr(self, op: ops.DeregMr, st: RoleState) -> None:
+        self.memories[st.host].deregister(op.mr.lkey)
+        self._mrs.pop((st.host, op.mr.lkey), None)
+        self._mapped.discard((st.host, op.mr.lkey))
+
     def _create_cq(self, op: ops.CreateCq, st: RoleState) -> CompletionQueue:
         if op.depth < 1:
             raise ValueError(f"CreateCq.depth must be >= 1, got {op.depth}")
@@ -739,6 +744,7 @@ class SimEngine:
     _handlers: dict[type, Any] = {
         ops.QueryDevice: _query_device,
         ops.RegMr: _reg_mr,
+        ops.DeregMr: _dereg_mr,
         ops.CreateCq: _create_cq,
         ops.CreateQp: _create_qp,
         ops.ConnectQp: _connect_qp,

@@ -64,6 +64,19 @@ class HostMemory:
         self.registered_bytes += length
         return mr
 
+    def deregister(self, lkey: int) -> None:
+        """Drop the MR with ``lkey`` (its keys stop working) and free its bytes."""
+        mr = self.by_lkey.pop(lkey, None)
+        if mr is None:
+            raise ValueError(f"DeregMr: no memory region with lkey {lkey} on host {self.host}")
+        self.by_rkey.pop(mr.handle.rkey, None)
+        self.registered_bytes -= mr.handle.length
+        if isinstance(mr.data, mmap.mmap):
+            mr.data.close()
+        mr.data = bytearray()
+        mr.watchers.clear()
+        mr.change_watchers.clear()
+
     def local(self, addr: int, length: int, lkey: int) -> SimMr | None:
         """The MR an SGE refers to, or None if the lkey or bounds are wrong."""
         mr = self.by_lkey.get(lkey)

@@ -254,7 +254,7 @@ def replica_append(state: KdBroker, local: LocalSegment, ack: SendWR) -> Any:
     leader = state.peers[log.replicas[0]]
     target = leader.ack_target
     ack.remote_addr, ack.rkey = target.addr, target.rkey
-    ack.imm_data = state.codec.encode(leader.index[log.partition], len(log.entries))
+    ack.imm_data = state.codec.encode(leader.index[log.partition], log.batches)
     yield from leader.sq.post(ack)
 
 
@@ -272,7 +272,7 @@ def replica_acked(state: KdBroker, item: ReplicaAck, ack: SendWR) -> Any:
     if peer.outstanding == state.p.replication_request_quota - 1:
         yield Notify(f"{state.name}.pushq.{follower}")  # a push thread may be waiting for the quota
     mod = state.codec.held_mod
-    held = held_batches(item.held, mod, progress.confirmed, len(log.entries), follower, item.partition)
+    held = held_batches(item.held, mod, progress.confirmed, log.batches, follower, item.partition)
     progress.confirmed = held
     end = min(end, end_offset(log, held))
     log.follower_leo[follower] = max(log.follower_leo.get(follower, 0), end)

@@ -90,7 +90,7 @@ def held_batches(held_mod: int, mod: int, confirmed: int, committed: int, follow
 
 def end_offset(log: PartitionLog, held: int) -> int:
     """The log end offset of a replica that holds the first ``held`` batches of ``log``."""
-    return log.entries[held - 1].last_offset + 1 if held else 0
+    return log.entry(held - 1).last_offset + 1 if held else 0
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def inject_flip(faults: list[FlipBit], log: PartitionLog, seg: Segment, data: An
     A fired fault leaves ``faults``, so later pushes see the corrupt byte and no new flip.
     """
     for fault in faults:
-        if fault.partition != log.partition or fault.batch != len(log.entries):
+        if fault.partition != log.partition or fault.batch != log.batches:
             continue
         try:
             if check_batch(data) is None:  # not landed yet: the push would overwrite the flip

@@ -54,6 +54,9 @@ class PartitionLog:
     next_seg_id: int = 0
     retention_bytes: int | None = None  # log.retention.bytes: delete the oldest segments beyond it (None: never)
     start_offset: int = 0  # the log start offset: offsets below it were deleted
+    sealed_only: bool = False  # KafkaDirect's leader: delete only sealed segments (every batch in them committed)
+    deleted: list[Segment] = field(default_factory=list)  # segments retention deleted, for the owner to free
+    dropped: int = 0  # batches retention deleted: entries[0] is batch number ``dropped`` of the log
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -69,23 +72,28 @@ class PartitionLog:
         self.next_seg_id += 1
         self.segments.append(seg)
         if self.retention_bytes is not None:
-            self._retain()
+            self.retain()
         return seg
 
-    def _retain(self) -> None:
+    def retain(self) -> None:
         """Kafka's size-based retention: delete the oldest segments while the log stays above retention.bytes
         without them; never the active one. Kafka runs it every log.retention.check.interval.ms (5 min); here
         at each roll, the only time the answer can change (the size grows, the segments are whole)."""
         size = sum(s.position for s in self.segments)
         gone = 0
         while len(self.segments) > 1 and size - self.segments[0].position >= self.retention_bytes:
-            size -= self.segments.pop(0).position
+            if self.sealed_only and not self.segments[0].sealed:
+                break
+            seg = self.segments.pop(0)
+            size -= seg.position
+            self.deleted.append(seg)
             gone += 1
         if gone:
             first = self.segments[0].seg_id
             keep = next((i for i, e in enumerate(self.entries) if e.seg_id == first), len(self.entries))
             if keep:
                 self.start_offset = self.entries[keep - 1].last_offset + 1
+                self.dropped += keep
                 del self.entries[:keep]
 
     def segment(self, seg_id: int) -> Segment:
@@ -107,6 +115,15 @@ class PartitionLog:
         self.leo += records
         self.entries.append(entry)
         return entry
+
+    @property
+    def batches(self) -> int:
+        """Batches ever appended (retention does not lower it)."""
+        return self.dropped + len(self.entries)
+
+    def entry(self, i: int) -> Entry:
+        """Batch number ``i`` of the log (counted from its first, deleted or not)."""
+        return self.entries[i - self.dropped]
 
     def advance_hw(self, isr_size: int) -> bool:
         """Move the high watermark to the lowest log end of the in-sync replicas."""

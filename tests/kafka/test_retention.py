@@ -15,8 +15,10 @@ SHAPE = {"brokers": 2, "replication_factor": 2, "acks": -1, "partitions": 1, "re
 
 
 def _logs(roles: list) -> list:
-    return [log for r in roles if "state" in r.args and hasattr(r.args["state"], "logs")
-            for log in r.args["state"].logs.values()]  # fmt: skip
+    """Every replica's log: Kafka's brokers keep them in ``logs``, KafkaDirect's in ``partitions``."""
+    states = [r.args["state"] for r in roles if "state" in r.args]
+    logs = [log for st in states if hasattr(st, "logs") for log in st.logs.values()]
+    return logs + [part.log for st in states if hasattr(st, "partitions") for part in st.partitions.values()]
 
 
 @pytest.mark.parametrize("system", ["kafka", "osu"])
@@ -40,6 +42,23 @@ def test_a_reader_behind_the_retained_data_fails_in_one_clear_line() -> None:
         SimEngine("cx4-edr-100g").run(build(p))
 
 
-def test_retention_is_refused_for_kafkadirect_in_one_line() -> None:
-    with pytest.raises(ValueError, match="retention_bytes: not modelled for kafkadirect"):
-        KafkaParams(system="kafkadirect", retention_bytes=KEEP)
+def test_kafkadirect_deletes_old_segments_and_frees_their_memory() -> None:
+    """Its segments are registered memory: a deleted one is deregistered on the leader and on the follower."""
+    p = KafkaParams(system="kafkadirect", retention_bytes=2 * SEG, **SHAPE)
+    roles = build(p)
+    eng = SimEngine("cx4-edr-100g")
+    out = eng.run(roles)
+    assert delivery_problems(out, p) == [] and out["consumer0"]["records"] == 3000
+    logs = {id(log): log for log in _logs(roles)}.values()
+    assert len(logs) == 2
+    for log in logs:
+        assert log.start_offset > 0 and sum(s.position for s in log.segments) < 2 * SEG + 2 * SEG
+        assert all(s.mr is not None for s in log.segments)  # the kept ones are still registered
+    written = 3000 * 1000  # at least this much went into each replica's segments
+    for b in ("b0", "b1"):  # what stays registered is bounded by retention, not by what was written
+        assert eng.memories[b].registered_bytes < written
+
+
+def test_kafkadirect_retention_below_two_segments_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match=r"retention_bytes: .* must be at least two segments"):
+        KafkaParams(system="kafkadirect", retention_bytes=SEG, segment_bytes=SEG)
