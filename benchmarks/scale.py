@@ -12,8 +12,8 @@ and at the end the fitted growth exponents against clients (log-log least square
 millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CPU per batch (flat is 0).
 
     .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each
-    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000 --segment 65536 --retention 131072
-                                                              # the goal point, logs bounded by retention
+    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000   # the goal point
+    .venv/bin/python benchmarks/scale.py --system kafka --segment 65536 --retention 131072   # Kafka, logs bounded
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--system", default="kafkadirect", choices=["kafkadirect", "kafka"])
     ap.add_argument("--rate", type=float, default=1000.0, help="records/s offered by each producer")
     ap.add_argument("--segment", type=int, default=16 << 20, help="segment_bytes")
-    ap.add_argument("--retention", type=int, default=None, help="retention_bytes per replica (default: keep all)")
+    ap.add_argument("--retention", type=int, default=None, help="retention_bytes, kafka only (default: none)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     rows = []

@@ -55,8 +55,8 @@ class RegMr:
 
 @dataclass(slots=True)
 class DeregMr:
-    """Deregister ``mr`` and free its memory (a deleted log segment). kdsim drops it at once, so a later
-    access by key fails as on an RNIC; kdreal deregisters it if this role registered it, else at the end."""
+    """Deregister ``mr`` (registered by this role) and free its memory: a later access by its keys fails, as on
+    an RNIC."""
 
     mr: MemoryRegion
 

@@ -213,11 +213,10 @@ class Verbs:
         return MemoryRegion(addr=mr.buf, length=length, lkey=mr.lkey, rkey=mr.rkey, host=self.host)
 
     def dereg_mr(self, handle: MemoryRegion) -> None:
-        """Deregister an MR this role registered and free its mapping; one another role registered is left to
-        that role's close (pyverbs objects belong to the role that made them)."""
+        """Deregister an MR this role registered and free its mapping (pyverbs objects belong to their role)."""
         entry = self._mrs.pop(handle.lkey, None)
         if entry is None:
-            return
+            raise VerbsError(f"DeregMr: memory region {handle.lkey} was not registered by this role")
         entry.mr.close()
         if entry.backing:
             buf = entry.backing[0]

@@ -32,7 +32,7 @@ def idle_poll(eng: Any, op: ops.IdlePoll, st: Any) -> Any:
     now = eng.env.now + st.debt
     start = max(op.first_ns, now)
     if start >= op.until_ns or not op.reads:
-        return 0
+        return _wait(eng, st, min(start, op.until_ns))
     watched = []
     for qp, wr in op.reads:
         sq = eng._qps[st.host, qp.qp_num]
@@ -40,11 +40,11 @@ def idle_poll(eng: Any, op: ops.IdlePoll, st: Any) -> Any:
         lmr = eng.memories[st.host].local(s.addr, s.length, s.lkey)
         rmr = eng.memories[sq.peer.host].by_rkey.get(wr.rkey) if sq.peer is not None else None
         if lmr is None or rmr is None or not rmr.contains(wr.remote_addr, s.length):
-            return 0  # a READ that would fail: let the caller post it and see
+            return _wait(eng, st, start)  # a READ that would fail: the caller posts it at its time and sees
         loff, roff = s.addr - lmr.handle.addr, wr.remote_addr - rmr.handle.addr
         seen = bytes(lmr.data[loff : loff + s.length])
         if rmr.data[roff : roff + s.length] != seen:
-            return 0  # already changed: the caller's next poll sees it
+            return _wait(eng, st, start)  # already changed: the first poll, at its time, sees it
         watched.append((sq, rmr, roff, seen))
     interval = op.interval_ns
 
@@ -67,6 +67,20 @@ def idle_poll(eng: Any, op: ops.IdlePoll, st: Any) -> Any:
     for rmr, entry in entries:
         rmr.change_watchers.append(entry)
     block.waiter.wake_at(eng.env, op.until_ns)
+    return block
+
+
+def _wait(eng: Any, st: Any, until: float) -> Any:
+    """Return 0 polls at ``until`` (the first poll's time): never earlier, as kdreal does."""
+    if until <= eng.env.now + st.debt:
+        return 0
+
+    def resume(st: Any) -> int:
+        st.debt = 0.0
+        return 0
+
+    block = eng._block(st, "the first idle poll", resume)
+    block.waiter.wake_at(eng.env, until)
     return block
 
 

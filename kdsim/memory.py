@@ -18,7 +18,7 @@ from kdlab.verbs import ATOMIC_BYTES, Access, MemoryRegion, WcStatus
 
 PAGE_BYTES = 4096
 #: MRs at least this large are backed lazily (``mmap``); smaller ones by a ``bytearray``.
-LAZY_BYTES = 1 << 16
+LAZY_BYTES = 1 << 20
 #: First virtual address handed out on a simulated host (arbitrary, page aligned, non-zero).
 BASE_ADDR = 0x7F00_0000_0000
 

@@ -40,7 +40,8 @@ def _run(until: float = 1e12) -> tuple[dict, Any]:
 def test_it_returns_at_the_first_poll_after_the_change_and_counts_the_polls_before() -> None:
     out, eng = _run()
     t0, polls, back, again, after = out["requester"]
-    assert again == 0 and after == back  # the local copy is stale: the remote bytes differ, it returns at once
+    # the local copy is stale (the remote bytes differ): no wait past the first poll, which sees the change
+    assert again == 0 and after == pytest.approx(back + INTERVAL)
     first = t0 + INTERVAL
     expected = first + INTERVAL * max(0, -(-(CHANGE_AT - first) // INTERVAL))  # first grid point >= the change
     assert back == pytest.approx(expected)
@@ -57,3 +58,31 @@ def test_it_gives_up_at_until() -> None:
     out, _ = _run(until=500_000.0)
     t0, polls, back, _, _ = out["requester"]
     assert back == pytest.approx(500_000.0) and polls == round((500_000.0 - t0 - INTERVAL) / INTERVAL + 0.5)
+
+
+def test_a_deregistered_region_refuses_remote_access() -> None:
+    """DeregMr: the region's keys stop working, so a later READ of it completes in error, as on an RNIC."""
+    from kdlab.ops import DeregMr, Lookup
+    from kdlab.verbs import WcStatus
+
+    def reader(side: Any) -> Any:
+        yield Lookup("gone")
+        read = SendWR(1, Opcode.RDMA_READ, [side.mr.sge(0, 64)], remote_addr=side.peer.addr, rkey=side.peer.rkey)
+        yield PostSend(side.qp, read)
+        return (yield from wait_n(side.send_cq, 1))[0].status
+
+    def owner(side: Any) -> Any:
+        yield DeregMr(side.mr)
+        yield Publish("gone", True)
+        yield Lookup("read")
+
+    roles = make_rc_pair(reader, owner)
+    from kdlab.program import Role
+
+    def done() -> Any:
+        yield Sleep(1e6)
+        yield Publish("read", True)
+
+    out, eng = run_sim([*roles, Role("t", "a", done)])
+    assert out["requester"] is WcStatus.REM_ACCESS_ERR
+    assert eng.memories["b"].registered_bytes < 1 << 18

@@ -54,8 +54,6 @@ class PartitionLog:
     next_seg_id: int = 0
     retention_bytes: int | None = None  # log.retention.bytes: delete the oldest segments beyond it (None: never)
     start_offset: int = 0  # the log start offset: offsets below it were deleted
-    sealed_only: bool = False  # KafkaDirect's leader: delete only sealed segments (every batch in them committed)
-    deleted: list[Segment] = field(default_factory=list)  # segments retention deleted, for the owner to free
     dropped: int = 0  # batches retention deleted: entries[0] is batch number ``dropped`` of the log
 
     def __post_init__(self) -> None:
@@ -77,16 +75,17 @@ class PartitionLog:
 
     def retain(self) -> None:
         """Kafka's size-based retention: delete the oldest segments while the log stays above retention.bytes
-        without them; never the active one. Kafka runs it every log.retention.check.interval.ms (5 min); here
-        at each roll, the only time the answer can change (the size grows, the segments are whole)."""
+        without them; never the active one, nor one holding offsets at or above the high watermark (Kafka's
+        ``deletableSegments`` bound). Kafka runs it every log.retention.check.interval.ms (5 min); here at each
+        roll, when the size grows."""
         size = sum(s.position for s in self.segments)
         gone = 0
-        while len(self.segments) > 1 and size - self.segments[0].position >= self.retention_bytes:
-            if self.sealed_only and not self.segments[0].sealed:
-                break
-            seg = self.segments.pop(0)
-            size -= seg.position
-            self.deleted.append(seg)
+        while (
+            len(self.segments) > 1
+            and size - self.segments[0].position >= self.retention_bytes
+            and self.segments[1].base_offset <= self.hw
+        ):
+            size -= self.segments.pop(0).position
             gone += 1
         if gone:
             first = self.segments[0].seg_id
@@ -123,6 +122,8 @@ class PartitionLog:
 
     def entry(self, i: int) -> Entry:
         """Batch number ``i`` of the log (counted from its first, deleted or not)."""
+        if i < self.dropped:
+            raise ValueError(f"partition {self.partition}: batch {i} was deleted by retention")
         return self.entries[i - self.dropped]
 
     def advance_hw(self, isr_size: int) -> bool:

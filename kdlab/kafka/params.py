@@ -189,11 +189,10 @@ class KafkaParams(BaseModel):
                     f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
                     "KafkaDirect producers (one writer per partition)"
                 )
-        kd_retention = self.system == "kafkadirect" and self.retention_bytes is not None
-        if kd_retention and self.retention_bytes < 2 * self.segment_bytes:  # type: ignore[operator]
+        if self.retention_bytes is not None and self.system == "kafkadirect":
             raise ValueError(
-                f"retention_bytes: {self.retention_bytes} B for KafkaDirect must be at least two segments "
-                f"({2 * self.segment_bytes} B): a deleted segment's memory is deregistered, and RDMA to it fails"
+                "retention_bytes: not modelled for kafkadirect (a deleted segment's registered memory would have to "
+                "outlive every push, read and commit still naming it); allowed: kafka, osu"
             )
         if self.flush_messages is not None and self.system == "kafkadirect":
             raise ValueError(

@@ -42,23 +42,21 @@ def test_a_reader_behind_the_retained_data_fails_in_one_clear_line() -> None:
         SimEngine("cx4-edr-100g").run(build(p))
 
 
-def test_kafkadirect_deletes_old_segments_and_frees_their_memory() -> None:
-    """Its segments are registered memory: a deleted one is deregistered on the leader and on the follower."""
-    p = KafkaParams(system="kafkadirect", retention_bytes=2 * SEG, **SHAPE)
-    roles = build(p)
-    eng = SimEngine("cx4-edr-100g")
-    out = eng.run(roles)
-    assert delivery_problems(out, p) == [] and out["consumer0"]["records"] == 3000
-    logs = {id(log): log for log in _logs(roles)}.values()
-    assert len(logs) == 2
-    for log in logs:
-        assert log.start_offset > 0 and sum(s.position for s in log.segments) < 2 * SEG + 2 * SEG
-        assert all(s.mr is not None for s in log.segments)  # the kept ones are still registered
-    written = 3000 * 1000  # at least this much went into each replica's segments
-    for b in ("b0", "b1"):  # what stays registered is bounded by retention, not by what was written
-        assert eng.memories[b].registered_bytes < written
+def test_retention_is_refused_for_kafkadirect_in_one_line() -> None:
+    with pytest.raises(ValueError, match="retention_bytes: not modelled for kafkadirect"):
+        KafkaParams(system="kafkadirect", retention_bytes=KEEP)
 
 
-def test_kafkadirect_retention_below_two_segments_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match=r"retention_bytes: .* must be at least two segments"):
-        KafkaParams(system="kafkadirect", retention_bytes=SEG, segment_bytes=SEG)
+def test_retention_never_deletes_what_the_followers_have_not_fetched() -> None:
+    """Kafka deletes only segments wholly below the high watermark: a follower that lags keeps the leader's data."""
+    from kdlab.kafka.log import PartitionLog
+
+    log = PartitionLog(0, 100, retention_bytes=100)
+    for _ in range(5):
+        log.append(100, 1)  # a segment each
+    assert log.start_offset == 0 and len(log.segments) == 5  # high watermark 0: nothing may go
+    log.hw = 3
+    log.append(100, 1)  # a roll: retention looks again
+    assert log.start_offset == 3 and log.segments[0].base_offset == 3
+    with pytest.raises(ValueError, match="deleted by retention"):
+        log.entry(0)
