@@ -13,7 +13,7 @@ millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CP
 
     .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each
     .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000   # the goal point
-    .venv/bin/python benchmarks/scale.py --system kafka --segment 65536 --retention 131072   # Kafka, logs bounded
+    .venv/bin/python benchmarks/scale.py --segment 65536 --retention 131072   # logs bounded by retention
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--system", default="kafkadirect", choices=["kafkadirect", "kafka"])
     ap.add_argument("--rate", type=float, default=1000.0, help="records/s offered by each producer")
     ap.add_argument("--segment", type=int, default=16 << 20, help="segment_bytes")
-    ap.add_argument("--retention", type=int, default=None, help="retention_bytes, kafka only (default: none)")
+    ap.add_argument("--retention", type=int, default=None, help="retention_bytes per replica (default: none)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     rows = []

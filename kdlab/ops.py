@@ -55,8 +55,8 @@ class RegMr:
 
 @dataclass(slots=True)
 class DeregMr:
-    """Deregister ``mr`` (registered by this role) and free its memory: a later access by its keys fails, as on
-    an RNIC."""
+    """Deregister ``mr`` and free its memory: a later access by its keys fails, as on an RNIC. kdreal frees one
+    another role of the host registered at that role's close (pyverbs objects belong to their role)."""
 
     mr: MemoryRegion
 

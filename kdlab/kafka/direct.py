@@ -60,7 +60,8 @@ def _states(p: KafkaParams, topo: Topology, faults: tuple[FlipBit, ...]) -> dict
         parts = {}
         for q in topo.hosted_by(b):
             reps = topo.replicas[q]
-            part = PartitionState(PartitionLog(q, p.segment_bytes, reps), reps[0] == b)
+            log = PartitionLog(q, p.segment_bytes, reps, retention_bytes=p.retention_bytes, pushed_copy=reps[0] != b)
+            part = PartitionState(log, reps[0] == b)
             if part.leader:
                 part.followers = {f: FollowerProgress() for f in reps[1:]}
             parts[q] = part

@@ -30,7 +30,7 @@ from kdlab import codec
 from kdlab.kafka.direct_replication import AckCodec, FlipBit
 from kdlab.kafka.log import PartitionLog, Segment
 from kdlab.kafka.params import KafkaParams
-from kdlab.ops import Compute, Lookup, QueuePut, RegMr, TcpAccept, TcpListen, TcpRecv, TcpSend, WriteMem
+from kdlab.ops import Compute, DeregMr, Lookup, QueuePut, RegMr, TcpAccept, TcpListen, TcpRecv, TcpSend, WriteMem
 from kdlab.program import DatapathError
 from kdlab.sendq import SendQueue
 
@@ -256,6 +256,7 @@ def new_segment(state: KdBroker, part: PartitionState) -> Any:
     seg = log.roll() if part.segments else log.active
     seg.mr = yield RegMr(seg.capacity, path=f"{state.name}/p{log.partition}/{seg.base_offset:020d}.log")
     local = state.add_segment(part, seg)
+    yield from free_deleted(state, part)  # the roll let retention look (log.roll)
     if state.produce_slots is not None:  # shared produce: every segment has its own reservation counter, in turn
         index = state.produce_slots_used % PRODUCE_SLOTS
         state.produce_slots_used += 1
@@ -357,7 +358,29 @@ def replica_segment(state: KdBroker, part: PartitionState, leader_seg: int, capa
         seg = Segment(leader_seg, log.leo, capacity)
         log.segments.append(seg)
     seg.mr = yield RegMr(capacity, path=f"{state.name}/p{part.partition}/{leader_seg}.log")
-    return state.add_segment(part, seg)
+    local = state.add_segment(part, seg)
+    if log.retention_bytes is not None:
+        log.retain()  # a follower's copies are made here, not by a roll
+        yield from free_deleted(state, part)
+    return local
+
+
+def free_deleted(state: KdBroker, part: PartitionState) -> Any:
+    """Forget the segments retention deleted from the partition's log and deregister their memory."""
+    log = part.log
+    if not log.deleted:
+        return
+    gone = {id(seg) for seg in log.deleted}
+    for local in [x for x in part.segments if id(x.seg) in gone]:
+        part.segments.remove(local)
+        state.segments.pop(local.sid, None)
+        if local.produce_slot >= 0 and state.slot_owner[local.produce_slot] is local:
+            state.slot_owner[local.produce_slot] = None
+    for seg in log.deleted:
+        if seg.mr is not None:
+            yield DeregMr(seg.mr)
+            seg.mr = None
+    log.deleted.clear()
 
 
 # --- the control plane ---------------------------------------------------------------------
@@ -393,7 +416,13 @@ def _answer(state: KdBroker, request: Any) -> Any:
         return info(state, part.segments[-1])
     if isinstance(request, ConsumeRequest):
         slot = reader_slot(state, part, request.client)
-        at = 0 if request.after < 0 else next(i for i, s in enumerate(part.segments) if s.sid == request.after) + 1
+        after = [i for i, s in enumerate(part.segments) if s.sid == request.after]
+        if request.after >= 0 and not after:
+            raise DatapathError(
+                f"broker {state.name}: partition {part.partition}: consumer {request.client} read segment "
+                f"{request.after}, since deleted by retention (raise retention_bytes)"
+            )
+        at = after[0] + 1 if after else 0
         if at >= len(part.segments):
             return None
         slot.reading = part.segments[at]  # its slot now describes this segment
@@ -404,5 +433,8 @@ def _answer(state: KdBroker, request: Any) -> Any:
         local = yield from replica_segment(state, part, request.leader_seg, request.capacity)
         return (local.seg.mr.addr, local.seg.mr.rkey, local.sid)
     if isinstance(request, PositionRequest):
+        if request.seg_id not in state.segments:
+            raise DatapathError(f"broker {state.name}: segment {request.seg_id} of partition {part.partition} was "
+                                "deleted by retention (raise retention_bytes)")  # fmt: skip
         return slot_values(part.log, state.segments[request.seg_id].seg)
     raise DatapathError(f"broker {state.name}: unknown control request {request!r}")

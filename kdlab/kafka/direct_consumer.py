@@ -208,7 +208,8 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
         for _ in [x for x in posted if x is not None]:
             for wc in (yield WaitCq(cq, 1)):  # busy: the consumer spins in RDMApoll
                 if not wc.ok:
-                    raise DatapathError(f"{name}: RDMA read failed: {wc}")
+                    why = " (its segment deleted by retention? raise retention_bytes)" if p.retention_bytes else ""
+                    raise DatapathError(f"{name}: RDMA read failed: {wc}{why}")
                 if wc.wr_id % 2:
                     conn = list(conns.values())[wc.wr_id // 2]
                     row = yield ReadMem(cache, conn.row_at, conn.slot_read.sg_list[0].length)

@@ -55,6 +55,8 @@ class PartitionLog:
     retention_bytes: int | None = None  # log.retention.bytes: delete the oldest segments beyond it (None: never)
     start_offset: int = 0  # the log start offset: offsets below it were deleted
     dropped: int = 0  # batches retention deleted: entries[0] is batch number ``dropped`` of the log
+    pushed_copy: bool = False  # a KafkaDirect follower's copy: a segment may go once the log has appended past it
+    deleted: list[Segment] = field(default_factory=list)  # segments retention deleted, for their owner to free
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -83,9 +85,11 @@ class PartitionLog:
         while (
             len(self.segments) > 1
             and size - self.segments[0].position >= self.retention_bytes
-            and self.segments[1].base_offset <= self.hw
+            and self._done_with(self.segments[0], self.segments[1])
         ):
-            size -= self.segments.pop(0).position
+            seg = self.segments.pop(0)
+            size -= seg.position
+            self.deleted.append(seg)
             gone += 1
         if gone:
             first = self.segments[0].seg_id
@@ -114,6 +118,15 @@ class PartitionLog:
         self.leo += records
         self.entries.append(entry)
         return entry
+
+    def _done_with(self, seg: Segment, nxt: Segment) -> bool:
+        """Whether nothing may still need ``seg``: every offset in it is below the high watermark (so every
+        follower holds it, and a KafkaDirect leader's pushes of it are acknowledged), or, on a KafkaDirect
+        follower's copy (whose segments' base offsets are only known as they fill, and which learns the high
+        watermark late), the log has already appended a batch in the next segment (appends are in order)."""
+        if self.pushed_copy:
+            return any(e.seg_id == nxt.seg_id for e in self.entries)
+        return nxt.base_offset <= self.hw
 
     @property
     def batches(self) -> int:

@@ -189,10 +189,11 @@ class KafkaParams(BaseModel):
                     f"partitions ({self.partitions}) must be >= producers ({self.producers}) for exclusive "
                     "KafkaDirect producers (one writer per partition)"
                 )
-        if self.retention_bytes is not None and self.system == "kafkadirect":
+        kd_retention = self.system == "kafkadirect" and self.retention_bytes is not None
+        if kd_retention and self.retention_bytes < 2 * self.segment_bytes:  # type: ignore[operator]
             raise ValueError(
-                "retention_bytes: not modelled for kafkadirect (a deleted segment's registered memory would have to "
-                "outlive every push, read and commit still naming it); allowed: kafka, osu"
+                f"retention_bytes: {self.retention_bytes} B for KafkaDirect must be at least two segments "
+                f"({2 * self.segment_bytes} B)"
             )
         if self.flush_messages is not None and self.system == "kafkadirect":
             raise ValueError(

@@ -42,11 +42,6 @@ def test_a_reader_behind_the_retained_data_fails_in_one_clear_line() -> None:
         SimEngine("cx4-edr-100g").run(build(p))
 
 
-def test_retention_is_refused_for_kafkadirect_in_one_line() -> None:
-    with pytest.raises(ValueError, match="retention_bytes: not modelled for kafkadirect"):
-        KafkaParams(system="kafkadirect", retention_bytes=KEEP)
-
-
 def test_retention_never_deletes_what_the_followers_have_not_fetched() -> None:
     """Kafka deletes only segments wholly below the high watermark: a follower that lags keeps the leader's data."""
     from kdlab.kafka.log import PartitionLog
@@ -60,3 +55,50 @@ def test_retention_never_deletes_what_the_followers_have_not_fetched() -> None:
     assert log.start_offset == 3 and log.segments[0].base_offset == 3
     with pytest.raises(ValueError, match="deleted by retention"):
         log.entry(0)
+
+
+#: The shape a review found crashing a first KafkaDirect retention: batches as large as segments, so a segment is
+#: sealed (committed) while its pushes to the follower still wait in the push queue.
+KD_CROWDED = {"system": "kafkadirect", "brokers": 2, "replication_factor": 2, "acks": -1, "partitions": 4,
+              "producers": 4, "record_bytes": 1000, "batch_bytes": 4096, "segment_bytes": 4096,
+              "records_per_producer": 2000}  # fmt: skip
+
+
+def test_kafkadirect_deletes_only_what_is_replicated_and_frees_its_memory() -> None:
+    p = KafkaParams(retention_bytes=8192, **KD_CROWDED)
+    roles = build(p)
+    eng = SimEngine("cx4-edr-100g")
+    out = eng.run(roles)
+    assert delivery_problems(out, p) == []
+    logs = list({id(log): log for log in _logs(roles)}.values())
+    assert len(logs) == 8 and all(log.start_offset > 0 for log in logs)  # leaders and followers both deleted
+    for log in logs:
+        assert all(s.mr is not None for s in log.segments)  # what is kept stays registered
+        assert sum(s.position for s in log.segments) < 8192 + 4 * 4096  # retention, plus what hw or pushes hold
+    written = 4 * 2000 * 1000  # at least this went into each broker's segments (leader or follower of each)
+    for b in ("b0", "b1"):
+        assert eng.memories[b].registered_bytes < written / 4
+
+
+def test_kafkadirect_tailing_consumers_read_everything_while_old_segments_go() -> None:
+    shape = {k: v for k, v in KD_CROWDED.items() if k != "records_per_producer"}
+    # a segment a batch, five a millisecond: 64 KiB keep ~3 ms, more than a tailing consumer lags
+    p = KafkaParams(retention_bytes=65536, consumers=4, rate_per_producer=20_000, duration_ms=20.0, **shape)
+    roles = build(p)
+    out = SimEngine("cx4-edr-100g").run(roles)
+    assert delivery_problems(out, p) == []
+    assert sum(out[f"consumer{i}"]["records"] for i in range(4)) == sum(
+        out[f"producer{i}"]["records"] for i in range(4)
+    )
+    assert all(log.start_offset > 0 for log in _logs(roles))
+
+
+def test_a_kafkadirect_consumer_behind_retention_fails_in_one_line_naming_it() -> None:
+    p = KafkaParams(retention_bytes=8192, consumers=1, **KD_CROWDED)  # one consumer for four busy partitions
+    with pytest.raises(SimulationError, match="deleted by retention"):
+        SimEngine("cx4-edr-100g").run(build(p))
+
+
+def test_kafkadirect_retention_below_two_segments_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match=r"retention_bytes: .* must be at least two segments"):
+        KafkaParams(system="kafkadirect", retention_bytes=SEG, segment_bytes=SEG)
