@@ -310,12 +310,26 @@ class SimEngine:
     def _stopped(self, st: RoleState) -> None:
         """A thread of a JVM host whose time falls inside the host's collection pause moves to its end."""
         now = self.env.now
-        st.debt = self.heaps[st.host].resume_at(now, now + st.debt) - now
+        st.debt = self.heaps[st.host].resume_at(now + st.debt) - now
 
     @staticmethod
     def _wake(st: RoleState, ns: float) -> float:
         """A wake-up of ``ns`` (the profile's median), drawn when the profile gives wake-ups a width."""
         return ns if st.wake_jitter is None else st.wake_jitter(ns)
+
+    def _wait_until(self, st: RoleState, at: float, what: str, value: Any = None) -> _Block:
+        """Park the thread until ``at`` (a wait, no CPU), then resume it there with ``value``."""
+        if value is None:
+            resume = _resume_clear_debt  # the common case (sleeps, device reads): no closure per wait
+        else:
+
+            def resume(st: RoleState) -> Any:
+                st.debt = 0.0
+                return value
+
+        block = self._block(st, what, resume)
+        block.waiter.wake_at(self.env, at)
+        return block
 
     def _block(self, st: RoleState, what: str, resume: Any) -> _Block:
         """Park the thread; the waiter is not woken before the thread's own time."""
@@ -517,14 +531,7 @@ class SimEngine:
         at, token = store.write(t, op.nbytes)
         if at <= t:
             return token
-
-        def resume(st: RoleState) -> int:
-            st.debt = 0.0
-            return token
-
-        block = self._block(st, f"write-back to make room for {op.nbytes} B (dirty limit)", resume)
-        block.waiter.wake_at(self.env, at)
-        return block
+        return self._wait_until(st, at, f"write-back to make room for {op.nbytes} B (dirty limit)", token)
 
     def _file_flush(self, op: ops.FileFlush, st: RoleState) -> Any:
         store = self.storage.get(st.host)
@@ -534,9 +541,7 @@ class SimEngine:
         at = store.flushed_at(t)
         if at <= t:
             return None
-        block = self._block(st, "an fsync of the log (write-back of what was written)", _resume_clear_debt)
-        block.waiter.wake_at(self.env, at)
-        return block
+        return self._wait_until(st, at, "an fsync of the log (write-back of what was written)")
 
     def _file_read(self, op: ops.FileRead, st: RoleState) -> Any:
         store = self.storage.get(st.host)
@@ -546,16 +551,12 @@ class SimEngine:
         if not miss:
             return None
         done = store.read(self.env.now + st.debt, miss)
-        block = self._block(st, f"a device read of {miss} B", _resume_clear_debt)
-        block.waiter.wake_at(self.env, done)
-        return block
+        return self._wait_until(st, done, f"a device read of {miss} B")
 
     def _sleep(self, op: ops.Sleep, st: RoleState) -> Any:
         if op.duration_ns < 0:
             raise ValueError(f"Sleep.duration_ns must be >= 0, got {op.duration_ns}")
-        block = self._block(st, f"a sleep of {op.duration_ns} ns", _resume_clear_debt)
-        block.waiter.wake_at(self.env, self.env.now + st.debt + op.duration_ns)
-        return block
+        return self._wait_until(st, self.env.now + st.debt + op.duration_ns, f"a sleep of {op.duration_ns} ns")
 
     def _clock(self, op: ops.Clock, st: RoleState) -> float:
         return self.env.now + st.debt

@@ -23,7 +23,6 @@ server vacations.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -32,52 +31,45 @@ class Heap:
     """One host process's young generation: bytes allocated since the last collection, and its pauses.
 
     A thread may run ahead of the simulator's clock while it never waits (kdsim's CPU debt), so a pause can be
-    started at a time later than another thread's next piece of work: the pauses not yet over are kept, in
-    order (they do not overlap), and dropped once the clock has passed them. Pauses are booked in the order the
-    simulator reaches the allocations: one started by a thread that ran ahead may be booked before one that a
-    thread behind it starts, which then waits for it (an error bounded by the run-ahead of the host's threads).
+    started at a time later than another thread's next piece of work: every pause's start is kept, in order
+    (pauses do not overlap), and looked up by time. Pauses are booked in the order the simulator reaches the
+    allocations: one started by a thread that ran ahead may be booked before one that a thread behind it starts,
+    which then waits for it (an error bounded by the run-ahead of the host's threads).
     """
 
     young_bytes: int
     pause_ns: float
     used: int = 0
-    pending: deque[tuple[float, float]] = field(default_factory=deque)  # (start, end) of pauses not yet over
-    starts: list[float] = field(default_factory=list)  # every pause's start, in order (for stopped_ns)
-    last_end: float = -1.0
-    pauses: int = 0
-    paused_ns: float = 0.0
+    starts: list[float] = field(default_factory=list)  # every pause's start, in order
+
+    @property
+    def pauses(self) -> int:
+        return len(self.starts)
 
     def allocate(self, t: float, nbytes: int) -> None:
         """``nbytes`` allocated at time ``t``; a full eden starts a pause at ``t`` (or after the last one)."""
         self.used += nbytes
         while self.used >= self.young_bytes:
             self.used -= self.young_bytes
-            start = max(t, self.last_end)
-            self.last_end = start + self.pause_ns
-            self.pending.append((start, self.last_end))
-            self.starts.append(start)
-            self.pauses += 1
-            self.paused_ns += self.pause_ns
+            last_end = self.starts[-1] + self.pause_ns if self.starts else t
+            self.starts.append(max(t, last_end))
 
-    def resume_at(self, now: float, t: float) -> float:
-        """When a thread that wants to run at ``t`` (>= ``now``, the clock) may: after every pause holding it
-        (back-to-back pauses are one stop)."""
-        pending = self.pending
-        while pending and pending[0][1] <= now:
-            pending.popleft()
-        for start, end in pending:
-            if t < start:
-                break
-            if t < end:
-                t = end
+    def resume_at(self, t: float) -> float:
+        """When a thread that wants to run at ``t`` may: after every pause holding it (back-to-back pauses are
+        one stop)."""
+        starts, pause = self.starts, self.pause_ns
+        i = bisect_right(starts, t) - 1
+        while 0 <= i < len(starts) and starts[i] <= t < starts[i] + pause:
+            t = starts[i] + pause
+            i += 1
         return t
 
     def stopped_ns(self, a: float, b: float) -> float:
         """How much of ``[a, b]`` the process spent paused (a spinning thread was not spinning then)."""
         starts, pause = self.starts, self.pause_ns
-        i = max(0, bisect_right(starts, a) - 1)
         total = 0.0
-        for start in starts[i:]:
+        for i in range(max(0, bisect_right(starts, a) - 1), len(starts)):
+            start = starts[i]
             if start >= b:
                 break
             total += max(0.0, min(b, start + pause) - max(a, start))
@@ -85,4 +77,4 @@ class Heap:
 
     def paused_share(self, now: float) -> float:
         """The share of the run the process spent stopped (pauses still running at ``now`` count in full)."""
-        return self.paused_ns / now if now > 0 else 0.0
+        return self.pauses * self.pause_ns / now if now > 0 else 0.0

@@ -74,14 +74,7 @@ def _wait(eng: Any, st: Any, until: float) -> Any:
     """Return 0 polls at ``until`` (the first poll's time): never earlier, as kdreal does."""
     if until <= eng.env.now + st.debt:
         return 0
-
-    def resume(st: Any) -> int:
-        st.debt = 0.0
-        return 0
-
-    block = eng._block(st, "the first idle poll", resume)
-    block.waiter.wake_at(eng.env, until)
-    return block
+    return eng._wait_until(st, until, "the first idle poll", 0)
 
 
 def _charge(eng: Any, st: Any, watched: list, polls: int) -> None:

@@ -86,7 +86,7 @@ def test_back_to_back_pauses_are_one_stop() -> None:
 
     heap = Heap(100, 10.0)
     heap.allocate(0.0, 250)  # two collections at once: [0, 10) and [10, 20)
-    assert heap.resume_at(0.0, 5.0) == 20.0 and heap.stopped_ns(0.0, 30.0) == 20.0
+    assert heap.resume_at(5.0) == 20.0 and heap.stopped_ns(0.0, 30.0) == 20.0
 
 
 def test_with_no_young_generation_allocations_cost_nothing_and_nothing_pauses() -> None:
