@@ -4,8 +4,10 @@ A ladder of clusters (brokers, clients), half the clients producers and half con
 with two partitions each, replication factor 3, every producer offering the same open-loop rate. Each rung
 runs in a fresh process (so its peak RSS is its own) and prints:
 
-* CPU seconds per simulated millisecond, and CPU microseconds per produced batch;
-* SimPy events and datapath operations per batch (the Python-level work);
+* the whole run's CPU, and its set-up's (building hosts, MRs and queue pairs);
+* over the steady window (from a quarter into the production phase to its end, measured with the engine's
+  probes, so the start-up and the consumers' drain are left out): CPU seconds per simulated millisecond, CPU
+  microseconds per batch acknowledged in the window, SimPy events and datapath operations per batch;
 * peak RSS;
 
 and at the end the fitted growth exponents against clients (log-log least squares): of CPU per simulated
@@ -19,6 +21,7 @@ millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CP
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import multiprocessing as mp
@@ -45,18 +48,28 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float, se
         rate_per_producer=rate, duration_ms=ms, warmup_ms=0.0, segment_bytes=segment, slot_consumers=256,
         retention_bytes=retention,
     )  # fmt: skip
-    engine = SimEngine("cx4-edr-100g")
+    probe_ns = max(ms, 1.0) * 1e6 / 40  # 40 probes over the production phase
+    engine = SimEngine("cx4-edr-100g", probe_every_ns=probe_ns)
     roles = build(p, 0)
     cpu0 = time.process_time()
     results = engine.run(roles)
     cpu = time.process_time() - cpu0
-    batches = sum(len(v["sent"]) for k, v in results.items() if k.startswith("producer"))
+    acks = sorted(b[6] for k, v in results.items() if k.startswith("producer") for b in v["sent"])
     events = next(engine.env._eid)  # SimPy's event counter: every event it scheduled
     sim_ms = engine.stats.sim_time_ns / 1e6
+    # the steady window: from a quarter into the production phase to its end (start-up and drain left out)
+    t0 = min(v["t_first_ns"] for k, v in results.items() if k.startswith("producer"))
+    probes = engine.stats.probes
+    a = next(x for x in probes if x[0] >= t0 + ms * 1e6 / 4)
+    b = [x for x in probes if x[0] <= t0 + ms * 1e6][-1]
+    steady = bisect.bisect_left(acks, b[0]) - bisect.bisect_left(acks, a[0])
     return {
         "brokers": brokers, "clients": (producers + consumers) * brokers, "sim_ms": sim_ms, "cpu_s": cpu,
-        "cpu_s_per_sim_ms": cpu / sim_ms, "batches": batches, "cpu_us_per_batch": 1e6 * cpu / max(1, batches),
-        "events_per_batch": events / max(1, batches), "ops_per_batch": engine.stats.operations / max(1, batches),
+        "batches": len(acks), "setup_s": probes[0][1] - cpu0, "cpu_us_per_batch_all": 1e6 * cpu / max(1, len(acks)),
+        "steady_ms": (b[0] - a[0]) / 1e6, "steady_batches": steady,
+        "cpu_s_per_sim_ms": (b[1] - a[1]) / ((b[0] - a[0]) / 1e6), "cpu_us_per_batch": 1e6 * (b[1] - a[1]) / steady,
+        "events_per_batch": (b[2] - a[2]) / steady, "ops_per_batch": (b[3] - a[3]) / steady,
+        "all_events_per_batch": events / max(1, len(acks)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }  # fmt: skip
 
@@ -95,8 +108,9 @@ def main() -> int:
         rows.append(row)
         print(
             f"{row['brokers']:4d} brokers {row['clients']:6d} clients: {row['cpu_s']:8.1f} s CPU for "
-            f"{row['sim_ms']:.1f} ms, {row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:7.0f} us/batch, "
-            f"{row['events_per_batch']:6.1f} events/batch, {row['ops_per_batch']:6.1f} ops/batch, "
+            f"{row['sim_ms']:.1f} ms (set-up {row['setup_s']:.1f} s); steady {row['steady_ms']:.1f} ms: "
+            f"{row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:6.0f} us/batch, "
+            f"{row['events_per_batch']:5.1f} events/batch, {row['ops_per_batch']:5.1f} ops/batch; "
             f"peak RSS {row['peak_rss_mb']:6.0f} MB",
             flush=True,
         )

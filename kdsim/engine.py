@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -112,6 +113,9 @@ class RunStats:
     utilisation: dict[str, dict[str, float]] = field(default_factory=dict)
     operations: int = 0  # datapath operations handled (the Python-level work of a run)
     gc_pauses: dict[str, int] = field(default_factory=dict)  # young collections per JVM host (host.gc_young_bytes)
+    #: With ``probe_every_ns``: (simulated ns, process CPU s, SimPy events so far, operations so far) at each probe,
+    #: so a benchmark can measure a steady window instead of a run's start-up and drain
+    probes: list[tuple[float, float, int, int]] = field(default_factory=list)
 
 
 class SimEngine:
@@ -126,6 +130,7 @@ class SimEngine:
         seed: int = 0,
         switch: bool | None = None,
         tcp_window_bytes: int = TCP_WINDOW_BYTES,
+        probe_every_ns: float = 0.0,
     ) -> None:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.tcp_window_bytes = tcp_window_bytes  # each TCP connection's receive window (kdsim/sockets.py)
@@ -133,6 +138,7 @@ class SimEngine:
         self.seed = seed
         self.switch = switch
         self.stats = RunStats()
+        self.probe_every_ns = probe_every_ns
 
     # --- running ------------------------------------------------------------------
 
@@ -182,13 +188,17 @@ class SimEngine:
                 nic.pus.servers = self._machine
         results: dict[str, Any] = {}
         procs = {r.name: env.process(self._drive(r, self._states[r.name], results)) for r in roles}
+        if self.probe_every_ns > 0:
+            env.process(self._probe(env, self.probe_every_ns, [procs[r.name] for r in roles if not r.daemon]))
         # Python's cyclic collector scans every live object now and then, and a large cluster's model holds millions:
         # collect young objects ~100x less often while the simulation runs (results do not depend on it)
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+        gc.freeze()  # and never scan the cluster built so far (hosts, queue pairs, roles): its cost would grow with it
         try:
             self._run_env(env, roles, procs, until_ns)
         finally:
+            gc.unfreeze()
             gc.set_threshold(*thresholds)
         for name, proc in procs.items():
             if proc.triggered and not proc.ok:  # pragma: no cover - SimPy re-raises first
@@ -212,6 +222,19 @@ class SimEngine:
                     raise  # otherwise: a deadlock, reported below with what each role waits for
         else:
             env.run(until=until_ns)
+
+    def _probe(self, env: simpy.Environment, every_ns: float, workers: list) -> Generator[simpy.Event, Any, None]:
+        """Record the run's cost so far every ``every_ns`` until the workers end; an observer, it changes nothing."""
+        states = self._states.values()
+        i = 0
+        while True:
+            while i < len(workers) and workers[i].triggered:  # each worker looked at until it ends, not each probe
+                i += 1
+            if i == len(workers) or not env._queue:  # all ended, or nothing else can happen (a deadlock, reported)
+                return
+            ops = sum(s.ops for s in states)
+            self.stats.probes.append((env.now, time.process_time(), next(env._eid), ops))  # type: ignore[attr-defined]
+            yield env.timeout(every_ns)
 
     def _collect_stats(self, now: float) -> None:
         st = self.stats
@@ -262,7 +285,8 @@ class SimEngine:
                 st.waiting_for = block.what
                 yield block.event
                 st.waiting_for = ""
-                value = block.resume(st)
+                resume, block.resume = block.resume, None  # a resume closure names its block: no cycle left behind
+                value = resume(st)
                 if self.heaps:  # woken inside its process's collection pause: it runs when the pause ends
                     self._stopped(st)
         if st.debt:

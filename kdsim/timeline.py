@@ -19,7 +19,7 @@ delivered the last packet plus that packet's own transmission time here.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right
 
 #: Idle gaps remembered per server; older ones are forgotten (they lie in the past).
 MAX_GAPS = 32
@@ -28,16 +28,23 @@ MAX_GAPS = 32
 class Timeline:
     """A single server with a computed schedule. Times are in nanoseconds."""
 
-    __slots__ = ("busy_ns", "end", "gaps", "name")
+    __slots__ = ("busy_ns", "end", "gap_ends", "gap_starts", "name")
 
     def __init__(self, name: str = "") -> None:
         self.name = name
         #: When the last reserved job ends; the server is free from here on.
         self.end = 0.0
-        #: Idle intervals (start, end) before ``end``, sorted, that later jobs may fill.
-        self.gaps: list[tuple[float, float]] = []
+        #: Idle intervals before ``end`` that later jobs may fill, sorted and disjoint, as two parallel lists
+        #: (so the first gap that ends after an arrival is found by bisection, not by a scan).
+        self.gap_starts: list[float] = []
+        self.gap_ends: list[float] = []
         #: Total time reserved, for utilisation.
         self.busy_ns = 0.0
+
+    @property
+    def gaps(self) -> list[tuple[float, float]]:
+        """The idle intervals ``(start, end)`` later jobs may fill."""
+        return list(zip(self.gap_starts, self.gap_ends, strict=True))
 
     def reserve(self, arrival: float, duration: float, min_end: float = 0.0) -> tuple[float, float]:
         """Hold the server for ``duration`` from the first idle time >= ``arrival``.
@@ -48,17 +55,18 @@ class Timeline:
         self.busy_ns += duration
         if arrival >= self.end:
             if arrival > self.end:
-                gaps = self.gaps
-                gaps.append((self.end, arrival))
-                if len(gaps) > MAX_GAPS:
+                starts = self.gap_starts
+                starts.append(self.end)
+                self.gap_ends.append(arrival)
+                if len(starts) > MAX_GAPS:
                     # The oldest gaps are almost surely in the past by now.
-                    del gaps[: MAX_GAPS // 2]
+                    del starts[: MAX_GAPS // 2], self.gap_ends[: MAX_GAPS // 2]
             end = arrival + duration
             if min_end > end:
                 end = min_end
             self.end = end
             return arrival, end
-        if self.gaps:
+        if self.gap_ends and self.gap_ends[-1] > arrival:
             slot = self._fill_gap(arrival, duration, min_end)
             if slot is not None:
                 return slot
@@ -70,20 +78,19 @@ class Timeline:
         return start, end
 
     def _fill_gap(self, arrival: float, duration: float, min_end: float) -> tuple[float, float] | None:
-        gaps = self.gaps
-        for i, (g0, g1) in enumerate(gaps):
-            if g1 <= arrival:
-                continue
+        """The first gap ending after ``arrival`` that holds the job, split around it; None if none does."""
+        starts, ends = self.gap_starts, self.gap_ends
+        for i in range(bisect_right(ends, arrival), len(ends)):
+            g0, g1 = starts[i], ends[i]
             start = g0 if g0 > arrival else arrival
             end = start + duration
             if min_end > end:
                 end = min_end
             if end <= g1:
-                del gaps[i]
-                if start > g0:
-                    insort(gaps, (g0, start))
-                if end < g1:
-                    insort(gaps, (end, g1))
+                # the gap's idle rest, before and after the job, stays in place (the lists stay sorted)
+                pieces = ([(g0, start)] if start > g0 else []) + ([(end, g1)] if end < g1 else [])
+                starts[i : i + 1] = [a for a, _ in pieces]
+                ends[i : i + 1] = [b for _, b in pieces]
                 return start, end
         return None
 

@@ -36,9 +36,11 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdlab.kafka.batch_log import DELIVERED, RECEIVED, BatchLog
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.clients import EndToEnd, handed_up
 from kdlab.kafka.direct_broker import CTL_BYTES, QP_DEPTH, SLOT, SLOT_BYTES, ConsumeRequest, PositionRequest
@@ -129,6 +131,7 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
         yield ConnectQp(conn.qp, (yield Lookup(f"kd.{conn.broker}.{name}")))
         yield Lookup(f"kd.{conn.broker}.ready")
     produced: dict[int, dict[int, int]] = {}
+    read_to = _Ends(parts, writers, produced)
     pause_at = None
     if p.consume_after_produce:  # a pre-filled topic: read once the producers are done
         for pid in writers:
@@ -142,10 +145,10 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
     # not at every idle poll (a look per producer per poll grows with the producers of the topic)
     ends_from = t_first + (p.warmup_ms + p.duration_ms) * 1e6 if p.duration_ms else t_first
     started = False  # a READ or a request was made
-    delivered: list[tuple] = []
-    received: list[tuple] = []
-    e2e_ns: list[float] = []
-    fetch_ns: list[float] = []
+    delivered = BatchLog(DELIVERED)
+    received = BatchLog(RECEIVED)
+    e2e_ns = array("d")
+    fetch_ns = array("d")
     catchup: list[float] = []
     while True:
         if e2e is not None:
@@ -155,7 +158,7 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                 yield from e2e.wait_ack(len(delivered))  # EndToEndLatency polls only once get() returned
                 for conn in conns.values():
                     conn.slot_due_ns = 0.0  # and at once: no slot read is pending after the idle time
-        elif _read_to_the_end(parts, writers, produced):
+        elif read_to.reached():
             break
         now = yield Clock()
         if pause_at is not None and now >= pause_at:  # OMB's backlog: paused until it is built
@@ -260,7 +263,7 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
             for conn in conns.values():
                 conn.slot_due_ns = 0.0  # the poll that sees the change (or the first after the wait) is due now
             continue
-        if not posted and (e2e is not None or not _read_to_the_end(parts, writers, produced)):
+        if not posted and (e2e is not None or not read_to.reached()):
             until = wake if wake is not None else now + poll_ns
             if pause_at is not None:
                 until = min(until, pause_at)
@@ -271,11 +274,22 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
             "t_last_ns": t_last}  # fmt: skip
 
 
-def _read_to_the_end(parts: list[_Part], writers: list[int], produced: dict[int, dict[int, int]]) -> bool:
-    """Every producer of the topic said what it produced, and every partition was read to that end."""
-    if len(produced) < len(writers):
-        return False
-    return all(pt.records >= sum(produced[w].get(pt.q, 0) for w in writers) for pt in parts)
+class _Ends:
+    """Whether every partition was read to the end its producers reported.
+
+    The partitions' targets are summed once, when the last producer has reported, not at every round.
+    """
+
+    def __init__(self, parts: list[_Part], writers: list[int], produced: dict[int, dict[int, int]]) -> None:
+        self.parts, self.writers, self.produced = parts, writers, produced
+        self.targets: list[int] | None = None
+
+    def reached(self) -> bool:
+        if self.targets is None:
+            if len(self.produced) < len(self.writers):
+                return False
+            self.targets = [sum(self.produced[w].get(pt.q, 0) for w in self.writers) for pt in self.parts]
+        return all(pt.records >= n for pt, n in zip(self.parts, self.targets, strict=True))
 
 
 def _learn(part: _Part, values: tuple[int, ...]) -> None:

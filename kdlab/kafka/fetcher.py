@@ -56,9 +56,11 @@ response handled - first timestamp), the fetch latencies, ``catchup_latency_ns``
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from kdlab.kafka.batch_log import DELIVERED, RECEIVED, BatchLog
 from kdlab.kafka.batches import check_batch
 from kdlab.kafka.clients import EndToEnd, delivery, handed_up
 from kdlab.kafka.params import KafkaParams
@@ -74,10 +76,10 @@ backlog built): a role cannot wait on its links and on a publication at once."""
 
 @dataclass
 class ConsumerStats:
-    delivered: list[tuple[int, ...]] = field(default_factory=list)
-    received: list[tuple[int, int, int, int, float]] = field(default_factory=list)
-    e2e_ns: list[float] = field(default_factory=list)
-    fetch_ns: list[float] = field(default_factory=list)
+    delivered: BatchLog = field(default_factory=lambda: BatchLog(DELIVERED))
+    received: BatchLog = field(default_factory=lambda: BatchLog(RECEIVED))
+    e2e_ns: array = field(default_factory=lambda: array("d"))
+    fetch_ns: array = field(default_factory=lambda: array("d"))
     with_data: list[float] = field(default_factory=list)
     empty: list[float] = field(default_factory=list)
     catchup: list[float] = field(default_factory=list)

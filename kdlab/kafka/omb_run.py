@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kdlab.kafka.batch_log import stack
 from kdlab.kafka.omb import OmbError, OmbWorkload, load_omb_workload, omb_result_json
 from kdlab.kafka.omb_driver import OmbDriver, load_omb_driver
 from kdlab.kafka.omb_metrics import PERIOD_NS, omb_metrics
@@ -186,15 +187,15 @@ def run_omb(
     where = Path(source).parent if "\n" not in str(source) and Path(source).is_file() else None
     p, notes = omb_params(w, d, system, time_scale=time_scale, workload_dir=where, **overrides)
     results = make_engine("sim", profile).run(build(p))
-    sent = [b for r in results.values() if isinstance(r, dict) for b in r.get("sent", ())]
-    received = [b for r in results.values() if isinstance(r, dict) for b in r.get("received", ())]
+    sent = stack((r["sent"] for r in results.values() if isinstance(r, dict) and "sent" in r), 7)
+    received = stack((r["received"] for r in results.values() if isinstance(r, dict) and "received" in r), 5)
     starts = [r["t_first_ns"] for name, r in results.items() if name.startswith("producer") and isinstance(r, dict)]
     start_ns = min(starts, default=0.0)  # the producers' first send: the warm-up starts there
     warmup_end_ns = round(start_ns + p.warmup_ms * 1e6)
     period_ns = round(PERIOD_NS * time_scale)
     end_ns = warmup_end_ns + round(p.duration_ms * 1e6)
-    if p.backlog_bytes and received:
-        end_ns = drained_end(warmup_end_ns, end_ns, max(r[4] for r in received), period_ns)
+    if p.backlog_bytes and len(received):
+        end_ns = drained_end(warmup_end_ns, end_ns, float(received[:, 4].max()), period_ns)
         notes |= _backlog_notes(p, w, end_ns - warmup_end_ns)
     metrics = omb_metrics(
         sent,

@@ -51,11 +51,13 @@ Publications (how consumers know where the run stands):
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from kdlab.kafka.accumulator import Batch, RecordAccumulator
+from kdlab.kafka.batch_log import SENT, BatchLog
 from kdlab.kafka.batches import batch_factory
 from kdlab.kafka.clients import EndToEnd
 from kdlab.kafka.params import KafkaParams
@@ -83,8 +85,8 @@ def backlog_share(p: KafkaParams) -> int:
 class SenderStats:
     """What the producer measured."""
 
-    sent: list[tuple[int, int, float, float, float, float, float]] = field(default_factory=list)
-    ack_latency_ns: list[float] = field(default_factory=list)
+    sent: BatchLog = field(default_factory=lambda: BatchLog(SENT))
+    ack_latency_ns: array = field(default_factory=lambda: array("d"))
     records: int = 0
     bytes: int = 0
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from kdlab.engines import point_engine
+from kdlab.kafka.batch_log import stack
 from kdlab.kafka.batches import batch_factory
 from kdlab.kafka.cluster import build, topology
 from kdlab.kafka.params import KafkaParams
@@ -147,12 +148,12 @@ def _window(p: KafkaParams, producers: list[dict]) -> tuple[float, float] | None
 
 def produce_metrics(p: KafkaParams, producers: list[dict]) -> dict[str, Any]:
     window = _window(p, producers)
-    sent = [s for r in producers for s in r.get("sent", [])]
-    if sent and len(sent) == sum(len(r.get("sent", [])) for r in producers) and all("sent" in r for r in producers):
-        sent_at, acked_at = per_record(sent, 4, 5, 6)
-        batches = np.asarray(sent, dtype=float)
+    batches = stack((r["sent"] for r in producers if "sent" in r), 7)
+    if len(batches) and all("sent" in r for r in producers):
+        sent_at, acked_at = per_record(batches, 4, 5, 6)
         n = batches[:, 1].astype(np.int64)
-        sizes = np.array([batch_size_bytes(int(k), None, p.record_bytes) for k in n], dtype=float)
+        counts, which = np.unique(n, return_inverse=True)  # one size per distinct record count, not per batch
+        sizes = np.array([batch_size_bytes(int(k), None, p.record_bytes) for k in counts], dtype=float)[which]
         record_bytes = np.repeat(sizes / n, n)
         latency = acked_at - sent_at
     else:  # per-batch reports only
@@ -176,8 +177,8 @@ def produce_metrics(p: KafkaParams, producers: list[dict]) -> dict[str, Any]:
 
 def consume_metrics(p: KafkaParams, producers: list[dict], consumers: list[dict]) -> dict[str, Any]:
     window = _window(p, producers)
-    received = [r for c in consumers for r in c.get("received", [])]
-    if received and all("received" in c for c in consumers):
+    received = stack((c["received"] for c in consumers if "received" in c), 5)
+    if len(received) and all("received" in c for c in consumers):
         stamped, got_at = per_record(received, 2, 3, 4)
         e2e = got_at - stamped
     else:

@@ -132,7 +132,7 @@ def test_delivery_check_rejects_a_changed_byte_or_a_reordered_batch(engine: Any)
     assert delivery_ok(out, p)
     got = out["consumer0"]["delivered"]
     first = got[0]
-    got[0] = (*first[:5], first[5] ^ 1)  # a batch whose bytes differ from what its producer wrote
+    got[0] = (*first[:5], first[5] ^ 1, *first[6:])  # a batch whose bytes differ from what its producer wrote
     assert not delivery_ok(out, p)
     got[0] = first
     got[0], got[1] = got[1], got[0]
