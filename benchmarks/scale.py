@@ -71,6 +71,7 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float, se
         "events_per_batch": (b[2] - a[2]) / steady, "ops_per_batch": (b[3] - a[3]) / steady,
         "all_events_per_batch": events / max(1, len(acks)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_peak_mb": engine.stats.model_peak_bytes / 1e6,
     }  # fmt: skip
 
 
@@ -111,7 +112,7 @@ def main() -> int:
             f"{row['sim_ms']:.1f} ms (set-up {row['setup_s']:.1f} s); steady {row['steady_ms']:.1f} ms: "
             f"{row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:6.0f} us/batch, "
             f"{row['events_per_batch']:5.1f} events/batch, {row['ops_per_batch']:5.1f} ops/batch; "
-            f"peak RSS {row['peak_rss_mb']:6.0f} MB",
+            f"peak RSS {row['peak_rss_mb']:6.0f} MB (MRs {row['model_peak_mb']:.0f} MB)",
             flush=True,
         )
     if len(rows) > 1:

@@ -78,6 +78,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "records_per_s": ("Throughput", "records/s"),
     "registered_mb_per_broker": ("Registered memory per broker", "MB"),
     "registered_mb_per_client": ("Registered memory per client", "MB"),
+    "model_peak_mb": ("Peak memory held by the model's MRs", "MB"),
     # perftest metrics
     "t_typical_us": ("Latency, typical", "µs"),
     "t_min_us": ("Latency, minimum", "µs"),

@@ -27,7 +27,7 @@ from kdlab.verbs import CompletionQueue, DeviceInfo, QpCap, QueuePair
 from kdsim.fabric import Fabric
 from kdsim.gc import Heap
 from kdsim.idle_poll import idle_poll
-from kdsim.memory import HostMemory, SimMr
+from kdsim.memory import HostMemory, MemoryMeter, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
@@ -39,6 +39,8 @@ from kdsim.transport import RcTransport
 
 #: Python's youngest-generation collection threshold while a simulation runs (the default is 700 allocations).
 GC_YOUNG_THRESHOLD = 100_000
+#: A receive on at least this many connections goes through their selector (kdsim.sockets.Selector).
+SELECT_MIN = 4
 #: IBTA encoding of the RNR NAK timer (``min_rnr_timer``) in milliseconds (vol. 1, table 45).
 RNR_TIMER_MS = (
     655.36, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24, 0.32, 0.48, 0.64, 0.96, 1.28, 1.92,
@@ -116,6 +118,7 @@ class RunStats:
     #: With ``probe_every_ns``: (simulated ns, process CPU s, SimPy events so far, operations so far) at each probe,
     #: so a benchmark can measure a steady window instead of a run's start-up and drain
     probes: list[tuple[float, float, int, int]] = field(default_factory=list)
+    model_peak_bytes: int = 0  # the most bytes every host's MRs held at once (kdsim.memory.MemoryMeter)
 
 
 class SimEngine:
@@ -150,7 +153,8 @@ class SimEngine:
         hosts = sorted({r.host for r in roles})
         profile = self.profile
         keys = count(0x100)
-        self.memories = {h: HostMemory(h, keys) for h in hosts}
+        meter = MemoryMeter()  # the bytes every host's MRs hold: the run's memory report
+        self.memories = {h: HostMemory(h, keys, meter) for h in hosts}
         self.nics = {h: Rnic(h, profile) for h in hosts}
         self.fabric = Fabric(profile, hosts, self.switch) if len(hosts) > 1 else None
         self.transport = RcTransport(env, profile, self.fabric, self.nics, self.memories)  # type: ignore[arg-type]
@@ -241,6 +245,7 @@ class SimEngine:
         st.sim_time_ns = now
         st.operations = sum(s.ops for s in self._states.values())
         st.transport_events = self.transport.events
+        st.model_peak_bytes = next(iter(self.memories.values())).meter.peak if self.memories else 0
         st.role_cpu_busy_ns = {s.name: s.busy_ns for s in self._states.values()}
         st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
         for h, store in self.storage.items():
@@ -652,6 +657,8 @@ class SimEngine:
 
     def _tcp_recv(self, op: ops.TcpRecv, st: RoleState) -> Any:
         handles = op.conns if isinstance(op.conns, list | tuple) else [op.conns]
+        if len(handles) >= SELECT_MIN:
+            return self._tcp_select(op, handles, st)
         conns = [self._conns[h.conn_id] for h in handles]
         got = SocketLayer.ready(conns, self.env.now + st.debt)
         if got is not None:
@@ -670,6 +677,28 @@ class SimEngine:
             nxt = c.next_time()
             if nxt is not None:
                 block.waiter.wake_at(self.env, nxt)
+        if op.timeout_ns is not None:
+            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+        return block
+
+    def _tcp_select(self, op: ops.TcpRecv, handles: list | tuple, st: RoleState) -> Any:
+        """A receive on many connections through their selector: no work per connection."""
+        sel = self.sockets.selector(handles, self._conns)
+        got = sel.ready(self.env.now + st.debt)
+        if got is not None:
+            return self._received(got, st)
+
+        def resume(st: RoleState) -> Any:
+            sel.waiters.remove(block.waiter)
+            st.debt = self._wake(st, self._host.wakeup_ns)
+            got = sel.ready(self.env.now + st.debt)
+            return None if got is None else self._received(got, st)
+
+        block = self._block(st, f"a message on {len(handles)} connection(s)", resume)
+        sel.waiters.append(block.waiter)
+        nxt = sel.next_time()
+        if nxt is not None:
+            block.waiter.wake_at(self.env, nxt)
         if op.timeout_ns is not None:
             block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
         return block

@@ -5,6 +5,10 @@ byte for byte what a WRITE delivered, and that nothing outside the target range
 changed, exactly as it would on kdreal. A large MR is an anonymous ``mmap``, whose
 pages the kernel provides zeroed on first touch, so memory follows the bytes written,
 not the bytes registered (a broker's 1 GiB segments cost what their batches fill).
+
+A :class:`MemoryMeter` shared by every host counts the bytes the model holds: a small
+MR's whole ``bytearray``, a large MR's pages up to the furthest byte written (logs are
+written in order), less what ``DeregMr`` freed; its ``peak`` is the run's memory report.
 """
 
 from __future__ import annotations
@@ -23,6 +27,21 @@ LAZY_BYTES = 1 << 20
 BASE_ADDR = 0x7F00_0000_0000
 
 
+class MemoryMeter:
+    """Bytes held by every host's MRs now, and the most held at once."""
+
+    __slots__ = ("held", "peak")
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.peak = 0
+
+    def add(self, n: int) -> None:
+        self.held += n
+        if self.held > self.peak:
+            self.peak = self.held
+
+
 @dataclass
 class SimMr:
     """A registered region on a simulated host."""
@@ -34,6 +53,9 @@ class SimMr:
     watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
     #: Idle pollers (IdlePoll): (offset, bytes last seen, callback) fired once the bytes differ.
     change_watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
+    #: Bytes of ``data`` the model holds: all of a bytearray, an mmap's pages up to its furthest write.
+    held: int = 0
+    meter: MemoryMeter = field(default_factory=MemoryMeter)
 
     def contains(self, addr: int, length: int) -> bool:
         start = self.handle.addr
@@ -43,8 +65,9 @@ class SimMr:
 class HostMemory:
     """The registered memory of one host, addressed by virtual address and key."""
 
-    def __init__(self, host: str, keys: count) -> None:
+    def __init__(self, host: str, keys: count, meter: MemoryMeter | None = None) -> None:
         self.host = host
+        self.meter = meter if meter is not None else MemoryMeter()
         self._keys = keys
         self._next_addr = BASE_ADDR
         self.by_lkey: dict[int, SimMr] = {}
@@ -58,7 +81,11 @@ class HostMemory:
         self._next_addr += -(-length // PAGE_BYTES) * PAGE_BYTES + PAGE_BYTES  # guard page
         lkey, rkey = next(self._keys), next(self._keys)
         handle = MemoryRegion(addr=addr, length=length, lkey=lkey, rkey=rkey, host=self.host)
-        mr = SimMr(handle, access, mmap.mmap(-1, length) if length >= LAZY_BYTES else bytearray(length))
+        lazy = length >= LAZY_BYTES
+        mr = SimMr(handle, access, mmap.mmap(-1, length) if lazy else bytearray(length), meter=self.meter)
+        if not lazy:
+            mr.held = length
+            self.meter.add(length)
         self.by_lkey[lkey] = mr
         self.by_rkey[rkey] = mr
         self.registered_bytes += length
@@ -71,6 +98,8 @@ class HostMemory:
             raise ValueError(f"DeregMr: no memory region with lkey {lkey} on host {self.host}")
         self.by_rkey.pop(mr.handle.rkey, None)
         self.registered_bytes -= mr.handle.length
+        self.meter.add(-mr.held)
+        mr.held = 0
         if isinstance(mr.data, mmap.mmap):
             mr.data.close()
         mr.data = bytearray()
@@ -103,7 +132,12 @@ class HostMemory:
     @staticmethod
     def write(mr: SimMr, addr: int, data: bytes | bytearray | memoryview) -> None:
         off = addr - mr.handle.addr
-        mr.data[off : off + len(data)] = data
+        end = off + len(data)
+        mr.data[off:end] = data
+        if end > mr.held:  # an mmap's pages are held from the first write that reaches them
+            pages = min(-(-end // PAGE_BYTES) * PAGE_BYTES, mr.handle.length)
+            mr.meter.add(pages - mr.held)
+            mr.held = pages
         if mr.watchers:
             HostMemory.check_watchers(mr)
         if mr.change_watchers:

@@ -85,9 +85,52 @@ class SimConn:
     #: A sender blocked on the window, and the ``acked`` count that lets it send.
     blocked: Waiter | None = None
     blocked_until: int = 0
+    #: The selectors (sets of connections read together) this connection is in.
+    selectors: list[Selector] = field(default_factory=list)
 
     def next_time(self) -> float | None:
         return self.inbox[0][0] if self.inbox else None
+
+
+class Selector:
+    """Connections read together (a network thread's): every message arrived on any of them, in one heap.
+
+    The earliest message on any of the connections is the top of the heap, found without looking at each
+    connection, and a thread waiting on them waits here, not on every connection. An entry whose message was read
+    through another receive (one connection alone) is dropped when it comes to the top.
+    """
+
+    __slots__ = ("heap", "waiters")
+
+    def __init__(self, conns: list[SimConn]) -> None:
+        self.heap = [(t, seq, c) for c in conns for t, seq, _ in c.inbox]
+        heapq.heapify(self.heap)
+        self.waiters: list[Waiter] = []
+        for c in conns:
+            c.selectors.append(self)
+
+    def _top(self) -> tuple[float, int, SimConn] | None:
+        heap = self.heap
+        while heap:
+            top = heap[0]
+            inbox = top[2].inbox
+            if inbox and inbox[0][1] == top[1]:
+                return top
+            heapq.heappop(heap)  # read through another receive
+        return None
+
+    def ready(self, now: float) -> tuple[SimConn, Any] | None:
+        """The earliest message already arrived on any connection, removed from its inbox (as ``SocketLayer.ready``)."""
+        top = self._top()
+        if top is None or top[0] > now:
+            return None
+        heapq.heappop(self.heap)
+        conn = top[2]
+        return conn, heapq.heappop(conn.inbox)[2]
+
+    def next_time(self) -> float | None:
+        top = self._top()
+        return None if top is None else top[0]
 
 
 @dataclass(eq=False)
@@ -120,6 +163,26 @@ class SocketLayer:
         self.listeners: dict[str, SimListener] = {}
         self.connect_waiters: dict[str, list[Waiter]] = {}
         self.bytes_sent = 0
+        self._selectors: dict[tuple[int, ...], Selector] = {}
+        self._by_list: dict[int, tuple[Any, list[Any], Selector]] = {}
+
+    def selector(self, handles: list[Any] | tuple[Any, ...], by_id: dict[int, SimConn]) -> Selector:
+        """The selector of the connections ``handles`` names: one per distinct set, made on first use.
+
+        A thread that passes the same unchanged list each time (a network thread's) finds it without reading
+        the list's ids (one C-level comparison with the list it passed last time).
+        """
+        hit = self._by_list.get(id(handles))
+        if hit is not None and hit[0] is handles and hit[1] == handles:
+            return hit[2]
+        key = tuple(h.conn_id for h in handles)
+        sel = self._selectors.get(key)
+        if sel is None:
+            sel = self._selectors[key] = Selector([by_id[k] for k in key])
+        if len(self._by_list) >= 4096:  # lists made anew for each receive: forget them, the key finds the selector
+            self._by_list.clear()
+        self._by_list[id(handles)] = (handles, list(handles), sel)
+        return sel
 
     def listen(self, service: str, host: str) -> Listener:
         if service in self.listeners:
@@ -159,9 +222,14 @@ class SocketLayer:
             _, end = _link(self.downlinks, dst, "->{}.tcp").reserve(start, wire_ns, end)
         arrival = max(end + self.latency_ns, peer.last_arrival)  # TCP delivers in order
         peer.last_arrival = arrival
-        heapq.heappush(peer.inbox, (arrival, next(self.seq), (message, nbytes)))
+        seq = next(self.seq)
+        heapq.heappush(peer.inbox, (arrival, seq, (message, nbytes)))
         for waiter in peer.waiters:
             waiter.wake_at(self.env, arrival)
+        for sel in peer.selectors:
+            heapq.heappush(sel.heap, (arrival, seq, peer))
+            for waiter in sel.waiters:
+                waiter.wake_at(self.env, arrival)
         peer.sent += nbytes
         self.bytes_sent += nbytes
         return arrival

@@ -112,3 +112,39 @@ def test_probes_observe_without_changing_a_run() -> None:
     probes = probed_engine.stats.probes
     assert len(probes) >= 20 and [x[0] for x in probes] == sorted(x[0] for x in probes)
     assert all(b[2] >= a[2] and b[3] >= a[3] for a, b in pairwise(probes))
+
+
+def test_the_memory_meter_counts_small_regions_whole_and_large_ones_by_pages_written() -> None:
+    from itertools import count
+
+    from kdlab.verbs import Access
+    from kdsim.memory import LAZY_BYTES, PAGE_BYTES, HostMemory, MemoryMeter
+
+    meter = MemoryMeter()
+    a, b = HostMemory("a", count(1), meter), HostMemory("b", count(100), meter)
+    small = a.register(1000, Access.LOCAL_WRITE)
+    big = b.register(4 * LAZY_BYTES, Access.LOCAL_WRITE)
+    assert meter.held == 1000
+    HostMemory.write(big, big.handle.addr + 10 * PAGE_BYTES, b"x" * 10)  # pages up to the furthest byte written
+    assert meter.held == 1000 + 11 * PAGE_BYTES
+    HostMemory.write(big, big.handle.addr, b"y")  # below the furthest: nothing more held
+    assert meter.held == 1000 + 11 * PAGE_BYTES
+    b.deregister(big.handle.lkey)
+    a.deregister(small.handle.lkey)
+    assert meter.held == 0 and meter.peak == 1000 + 11 * PAGE_BYTES
+
+
+def test_a_receive_through_a_selector_runs_exactly_as_one_that_scans_every_connection(monkeypatch) -> None:
+    """Kafka's network threads read many connections; the selector must pick the same message at the same time."""
+    import kdsim.engine as engine_module
+
+    p = KafkaParams(
+        **{**SMALL, "system": "kafka", "producers": 6, "consumers": 6, "partitions": 6, "network_threads": 1}
+    )
+    engine = SimEngine("cx4-edr-100g")
+    selected = engine.run(build(p, 0))
+    assert engine.sockets._selectors  # the brokers' network threads read through selectors
+    monkeypatch.setattr(engine_module, "SELECT_MIN", 10**9)  # every receive scans its connections
+    scanned = SimEngine("cx4-edr-100g").run(build(p, 0))
+    assert all(selected[k] == scanned[k] for k in scanned)
+    assert sum(len(selected[f"producer{i}"]["sent"]) for i in range(6)) > 12

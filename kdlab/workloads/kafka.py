@@ -276,4 +276,5 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     mem = {h: m.registered_bytes for h, m in engine.memories.items()}
     row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
     row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6
+    row["model_peak_mb"] = stats.model_peak_bytes / 1e6  # the most bytes the model's MRs held at once
     return row

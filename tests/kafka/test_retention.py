@@ -102,3 +102,15 @@ def test_a_kafkadirect_consumer_behind_retention_fails_in_one_line_naming_it() -
 def test_kafkadirect_retention_below_two_segments_is_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match=r"retention_bytes: .* must be at least two segments"):
         KafkaParams(system="kafkadirect", retention_bytes=SEG, segment_bytes=SEG)
+
+
+def test_the_memory_report_follows_live_data_with_retention_and_written_data_without() -> None:
+    def peak(retention: int | None) -> int:
+        eng = SimEngine("cx4-edr-100g")
+        shape = {**KD_CROWDED, "segment_bytes": 1 << 20, "records_per_producer": 12_000}
+        eng.run(build(KafkaParams(retention_bytes=retention, **shape)))
+        return eng.stats.model_peak_bytes
+
+    written = 4 * 12_000 * 1000 * 2  # every record at the leader and its one follower
+    kept, grown = peak(2 << 20), peak(None)
+    assert grown > written and kept < written / 2
