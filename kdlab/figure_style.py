@@ -79,6 +79,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "registered_mb_per_broker": ("Registered memory per broker", "MB"),
     "registered_mb_per_client": ("Registered memory per client", "MB"),
     "model_peak_mb": ("Peak memory held by the model's MRs", "MB"),
+    "spine_up_util": ("Busiest leaf-to-spine link utilisation", ""),
+    "spine_down_util": ("Busiest spine-to-leaf link utilisation", ""),
     # perftest metrics
     "t_typical_us": ("Latency, typical", "µs"),
     "t_min_us": ("Latency, minimum", "µs"),

@@ -119,6 +119,7 @@ class RunStats:
     #: so a benchmark can measure a steady window instead of a run's start-up and drain
     probes: list[tuple[float, float, int, int]] = field(default_factory=list)
     model_peak_bytes: int = 0  # the most bytes every host's MRs held at once (kdsim.memory.MemoryMeter)
+    spine_utilisation: dict[str, float] = field(default_factory=dict)  # racks: the busiest spine link, up and down
 
 
 class SimEngine:
@@ -168,6 +169,8 @@ class SimEngine:
             self.sockets.uplinks = self.fabric.uplink
             if self.fabric.switched:  # back to back, the peer's uplink is the only link towards a host
                 self.sockets.downlinks = self.fabric.downlink
+            if self.fabric.leaf_of:
+                self.sockets.spine = self.fabric
         self.sync = SyncLayer(env)
         storage = profile.storage
         modelled = storage.device_write_gbps > 0  # 0: no device, FileWrite and FileRead cost nothing
@@ -257,6 +260,7 @@ class SimEngine:
         if self.fabric is not None:
             for h, link in self.fabric.uplink.items():
                 st.utilisation.setdefault(h, {})["uplink"] = link.busy_ns / now if now else 0.0
+            st.spine_utilisation = self.fabric.utilisation(now)
 
     def _drive(self, role: Role, st: RoleState, results: dict[str, Any]) -> Generator[simpy.Event, Any, None]:
         gen = role.body(**role.args)

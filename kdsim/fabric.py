@@ -8,6 +8,7 @@ is forwarded cut-through, so the next hop may start once the first packet is in.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kdsim.profile import Profile
@@ -66,11 +67,21 @@ class Path:
     hop_latency_ns: list[float]
 
 
-class Fabric:
-    """Hosts joined back to back (two hosts) or through one switch (a star).
+def natural_order(hosts: list[str]) -> list[str]:
+    """Host names in natural order (b2 before b10): the order hosts fill the leaves."""
+    return sorted(hosts, key=lambda h: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", h)])
 
-    A path is computed when a message needs it (two link directions and two latencies), not stored per pair
-    of hosts: memory and set-up grow with the hosts, not with their square.
+
+class Fabric:
+    """Hosts joined back to back (two hosts), through one switch (a star), or in racks of a leaf-spine fabric.
+
+    With ``switch.hosts_per_leaf`` the hosts fill leaves in natural name order; a message between two leaves
+    crosses one of its leaf's ``switch.leaf_uplinks`` links to the spine and one of the far leaf's links down,
+    the same pair of links for every message between two hosts (ECMP hashes a flow onto one path), each a
+    link of the host links' rate. Two more switches on the way add their latency.
+
+    A path is computed when a message needs it, not stored per pair of hosts: memory and set-up grow with
+    the hosts, not with their square.
     """
 
     def __init__(self, profile: Profile, hosts: list[str], switch: bool | None = None) -> None:
@@ -83,6 +94,15 @@ class Fabric:
         self.downlink = {h: Timeline(f"->{h}") for h in hosts}
         self._latency = [prop, profile.switch.latency_ns + prop] if self.switched else [prop]
         self._times: dict[tuple[int, int], tuple[float, float, float]] = {}
+        per_leaf, uplinks = profile.switch.hosts_per_leaf, profile.switch.leaf_uplinks
+        #: A host's leaf and index (racks only); each leaf's links up to the spine and down from it.
+        self.leaf_of: dict[str, tuple[int, int]] = {}
+        if self.switched and per_leaf and len(hosts) > per_leaf:
+            self.leaf_of = {h: (i // per_leaf, i) for i, h in enumerate(natural_order(hosts))}
+            leaves = -(-len(hosts) // per_leaf)
+            self.spine_up = [[Timeline(f"leaf{k}->spine[{j}]") for j in range(uplinks)] for k in range(leaves)]
+            self.spine_down = [[Timeline(f"spine[{j}]->leaf{k}") for j in range(uplinks)] for k in range(leaves)]
+            self.spine_hop_ns = profile.switch.latency_ns + prop
 
     def _time(self, payload: int, extra: int) -> tuple[float, float, float]:
         w = self.wire
@@ -112,10 +132,23 @@ class Fabric:
         lat = self._latency
         start, end = self.uplink[src].reserve(ready, dur, last_ready + last)
         ready, last_ready = start + first + lat[0], end + lat[0]
+        if self.leaf_of:
+            hop = self.spine_hop_ns
+            for tl in self.spine_links(src, dst):
+                start, end = tl.reserve(ready, dur, last_ready + last)
+                ready, last_ready = start + first + hop, end + hop
         if self.switched:
             start, end = self.downlink[dst].reserve(ready, dur, last_ready + last)
             ready, last_ready = start + first + lat[1], end + lat[1]
         return ready, last_ready
+
+    def spine_links(self, src: str, dst: str) -> tuple[Timeline, ...]:
+        """The spine links a message from ``src`` to ``dst`` crosses: none within a leaf, else up and down."""
+        (ls, i), (ld, j) = self.leaf_of[src], self.leaf_of[dst]
+        if ls == ld:
+            return ()
+        link = hash((i, j)) % len(self.spine_up[ls])  # the flow's ECMP hash (ints hash alike in every process)
+        return self.spine_up[ls][link], self.spine_down[ld][link]
 
     def control(self, src: str, dst: str, when: float, extra: int) -> float:
         """Arrival time of a header-only packet (ACK, NAK) sent at ``when``.
@@ -124,4 +157,16 @@ class Fabric:
         are not queued behind data (a stated simplification).
         """
         path = self.path(src, dst)
-        return when + self.wire.first_packet_ns(0, extra) * len(path.hops) + sum(path.hop_latency_ns)
+        hops, latency = len(path.hops), sum(path.hop_latency_ns)
+        if self.leaf_of and self.leaf_of[src][0] != self.leaf_of[dst][0]:
+            hops, latency = hops + 2, latency + 2 * self.spine_hop_ns
+        return when + self.wire.first_packet_ns(0, extra) * hops + latency
+
+    def utilisation(self, now: float) -> dict[str, float]:
+        """The busiest spine link's busy share, up and down (racks only)."""
+        if not self.leaf_of or not now:
+            return {}
+        return {
+            "spine_up": max(tl.busy_ns for links in self.spine_up for tl in links) / now,
+            "spine_down": max(tl.busy_ns for links in self.spine_down for tl in links) / now,
+        }

@@ -7,8 +7,8 @@ pages the kernel provides zeroed on first touch, so memory follows the bytes wri
 not the bytes registered (a broker's 1 GiB segments cost what their batches fill).
 
 A :class:`MemoryMeter` shared by every host counts the bytes the model holds: a small
-MR's whole ``bytearray``, a large MR's pages up to the furthest byte written (logs are
-written in order), less what ``DeregMr`` freed; its ``peak`` is the run's memory report.
+MR's whole ``bytearray``, a large MR's pages once written (a bitmap of touched pages, as
+the kernel backs them), less what ``DeregMr`` freed; its ``peak`` is the run's memory report.
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ class SimMr:
     watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
     #: Idle pollers (IdlePoll): (offset, bytes last seen, callback) fired once the bytes differ.
     change_watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
-    #: Bytes of ``data`` the model holds: all of a bytearray, an mmap's pages up to its furthest write.
+    #: Bytes of ``data`` the model holds: all of a bytearray, an mmap's pages written so far.
     held: int = 0
+    #: An mmap's pages: 1 once written (None for a bytearray, which is held whole).
+    touched: bytearray | None = None
     meter: MemoryMeter = field(default_factory=MemoryMeter)
 
     def contains(self, addr: int, length: int) -> bool:
@@ -83,7 +85,9 @@ class HostMemory:
         handle = MemoryRegion(addr=addr, length=length, lkey=lkey, rkey=rkey, host=self.host)
         lazy = length >= LAZY_BYTES
         mr = SimMr(handle, access, mmap.mmap(-1, length) if lazy else bytearray(length), meter=self.meter)
-        if not lazy:
+        if lazy:
+            mr.touched = bytearray(-(-length // PAGE_BYTES))
+        else:
             mr.held = length
             self.meter.add(length)
         self.by_lkey[lkey] = mr
@@ -134,10 +138,14 @@ class HostMemory:
         off = addr - mr.handle.addr
         end = off + len(data)
         mr.data[off:end] = data
-        if end > mr.held:  # an mmap's pages are held from the first write that reaches them
-            pages = min(-(-end // PAGE_BYTES) * PAGE_BYTES, mr.handle.length)
-            mr.meter.add(pages - mr.held)
-            mr.held = pages
+        touched = mr.touched
+        if touched is not None and end > off:  # an mmap's pages are held from their first write
+            p0, p1 = off // PAGE_BYTES, (end - 1) // PAGE_BYTES + 1
+            new = touched.count(0, p0, p1)
+            if new:
+                touched[p0:p1] = b"\x01" * (p1 - p0)
+                mr.held += new * PAGE_BYTES
+                mr.meter.add(new * PAGE_BYTES)
         if mr.watchers:
             HostMemory.check_watchers(mr)
         if mr.change_watchers:

@@ -53,6 +53,16 @@ class SwitchParams:
     """A cut-through switch, used when the topology has one."""
 
     latency_ns: float = param("ns", "port-to-port forwarding latency")
+    hosts_per_leaf: int = param(
+        "hosts",
+        "hosts under one leaf (top-of-rack) switch of a two-level leaf-spine fabric, filled in host-name order "
+        "(brokers b*, then consumers c*, then producers p*); 0: one switch joins every host",
+    )
+    leaf_uplinks: int = param(
+        "links",
+        "links from each leaf to the spine, each at the link's rate, a flow hashed onto one (ECMP); oversubscription "
+        "is hosts_per_leaf / leaf_uplinks (used only with hosts_per_leaf > 0)",
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,9 @@ class Profile:
             current = changed.get(section, getattr(self, section))
             changed[section] = dataclasses.replace(current, **{name: _check(section, name, value)})
         merged = tuple(sorted({**dict(self.overrides), **overrides}.items()))
-        return dataclasses.replace(self, overrides=merged, **changed)
+        out = dataclasses.replace(self, overrides=merged, **changed)
+        _check_together(out)
+        return out
 
     def as_dict(self) -> dict[str, float]:
         """Every parameter as ``{"section.name": value}``."""
@@ -395,4 +407,15 @@ def parse_profile(doc: Any, origin: str = "<profile>") -> Profile:
             values[f.name] = _check(section, f.name, entry["value"])
             sources[f"{section}.{f.name}"] = Source(tag, text.strip())
         built[section] = cls(**values)
-    return Profile(name=doc["name"], description=doc["description"], sources=sources, fit=doc.get("fit") or {}, **built)
+    profile = Profile(
+        name=doc["name"], description=doc["description"], sources=sources, fit=doc.get("fit") or {}, **built
+    )
+    _check_together(profile)
+    return profile
+
+
+def _check_together(profile: Profile) -> None:
+    """Parameters that are only valid together."""
+    sw = profile.switch
+    if sw.hosts_per_leaf and not sw.leaf_uplinks:
+        raise ProfileError(f"switch.leaf_uplinks must be >= 1 with switch.hosts_per_leaf = {sw.hosts_per_leaf} (got 0)")

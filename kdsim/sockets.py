@@ -160,6 +160,8 @@ class SocketLayer:
         #: Each host's link towards the network, and the network's link towards it.
         self.uplinks: dict[str, Timeline] = {}
         self.downlinks: dict[str, Timeline] = {}
+        #: The RDMA fabric, when TCP shares its links and it has racks (kdsim.fabric.Fabric.spine_links).
+        self.spine: Any = None
         self.listeners: dict[str, SimListener] = {}
         self.connect_waiters: dict[str, list[Waiter]] = {}
         self.bytes_sent = 0
@@ -216,6 +218,9 @@ class SocketLayer:
         wire_ns = (nbytes + frames * self.frame_overhead) * self.ns_per_byte
         src, dst = conn.handle.host, peer.handle.host
         start, end = _link(self.uplinks, src, "{}.tcp").reserve(when, wire_ns)
+        if self.spine is not None and dst != src:  # TCP on the RDMA fabric's links, racks and all
+            for tl in self.spine.spine_links(src, dst):
+                start, end = tl.reserve(start, wire_ns, end)
         if dst != src:
             # The receiver's downlink serves the message from when its first frame can
             # reach it; its last frame leaves no earlier than it left the uplink.

@@ -114,7 +114,7 @@ def test_probes_observe_without_changing_a_run() -> None:
     assert all(b[2] >= a[2] and b[3] >= a[3] for a, b in pairwise(probes))
 
 
-def test_the_memory_meter_counts_small_regions_whole_and_large_ones_by_pages_written() -> None:
+def test_the_memory_meter_counts_small_regions_whole_and_large_ones_by_the_pages_written() -> None:
     from itertools import count
 
     from kdlab.verbs import Access
@@ -125,13 +125,15 @@ def test_the_memory_meter_counts_small_regions_whole_and_large_ones_by_pages_wri
     small = a.register(1000, Access.LOCAL_WRITE)
     big = b.register(4 * LAZY_BYTES, Access.LOCAL_WRITE)
     assert meter.held == 1000
-    HostMemory.write(big, big.handle.addr + 10 * PAGE_BYTES, b"x" * 10)  # pages up to the furthest byte written
-    assert meter.held == 1000 + 11 * PAGE_BYTES
-    HostMemory.write(big, big.handle.addr, b"y")  # below the furthest: nothing more held
-    assert meter.held == 1000 + 11 * PAGE_BYTES
+    HostMemory.write(big, big.handle.addr + 10 * PAGE_BYTES - 5, b"x" * 10)  # two pages, the bytes straddle them
+    assert meter.held == 1000 + 2 * PAGE_BYTES
+    HostMemory.write(big, big.handle.addr + 10 * PAGE_BYTES, b"y" * 100)  # a page already held
+    assert meter.held == 1000 + 2 * PAGE_BYTES
+    HostMemory.write(big, big.handle.addr, b"z")
+    assert meter.held == 1000 + 3 * PAGE_BYTES
     b.deregister(big.handle.lkey)
     a.deregister(small.handle.lkey)
-    assert meter.held == 0 and meter.peak == 1000 + 11 * PAGE_BYTES
+    assert meter.held == 0 and meter.peak == 1000 + 3 * PAGE_BYTES
 
 
 def test_a_receive_through_a_selector_runs_exactly_as_one_that_scans_every_connection(monkeypatch) -> None:

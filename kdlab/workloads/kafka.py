@@ -277,4 +277,6 @@ def _sim_stats(engine: Any, stats: Any) -> dict[str, float]:
     row["registered_mb_per_broker"] = max([v for h, v in mem.items() if h.startswith("b")], default=0) / 1e6
     row["registered_mb_per_client"] = max([v for h, v in mem.items() if not h.startswith("b")], default=0) / 1e6
     row["model_peak_mb"] = stats.model_peak_bytes / 1e6  # the most bytes the model's MRs held at once
+    for kind, share in stats.spine_utilisation.items():  # racks (switch.hosts_per_leaf): the busiest spine link
+        row[f"{kind}_util"] = share
     return row
