@@ -52,20 +52,18 @@ def idle_poll(eng: Any, op: ops.IdlePoll, st: Any) -> Any:
         k = max(0, math.ceil((eng.env.now - start) / interval))
         block.waiter.wake_at(eng.env, min(start + k * interval, op.until_ns))
 
-    entries = [(rmr, (roff, seen, changed)) for _, rmr, roff, seen in watched]
+    entries: list = []
 
     def resume(st: Any) -> int:
         for rmr, entry in entries:
-            if entry in rmr.change_watchers:
-                rmr.change_watchers.remove(entry)
+            rmr.change_watchers.discard(entry)
         polls = max(0, math.ceil((eng.env.now - start) / interval - 1e-9))
         _charge(eng, st, watched, polls)
         st.debt = 0.0
         return polls
 
     block = eng._block(st, f"a change in {len(watched)} polled remote range(s) (idle polls)", resume)
-    for rmr, entry in entries:
-        rmr.change_watchers.append(entry)
+    entries += [(rmr, rmr.change_watchers.add(roff, seen, changed)) for _, rmr, roff, seen in watched]
     block.waiter.wake_at(eng.env, op.until_ns)
     return block
 
@@ -98,6 +96,11 @@ def _charge(eng: Any, st: Any, watched: list, polls: int) -> None:
         if fabric.switched:
             down[peer.host].busy_ns += polls * req_wire
             down[st.host].busy_ns += polls * resp_wire
+        if fabric.leaf_of:  # racks: the spine links between the two leaves, if they differ
+            for tl in fabric.spine_links(st.host, peer.host):
+                tl.busy_ns += polls * req_wire
+            for tl in fabric.spine_links(peer.host, st.host):
+                tl.busy_ns += polls * resp_wire
         per_byte = n * nic.pu_ns_per_byte
         nic.pus.servers[sq.handle.qp_num % len(nic.pus.servers)].busy_ns += polls * (
             nic.tx_wqe_ns + nic.rx_ns + per_byte

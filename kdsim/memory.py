@@ -42,6 +42,66 @@ class MemoryMeter:
             self.peak = self.held
 
 
+class ChangeWatchers:
+    """Idle pollers' ranges of one MR (IdlePoll), each fired once its bytes differ from those it last saw.
+
+    Ranges are filed by offset in buckets of :attr:`BUCKET` bytes, so a write looks only at the ranges it
+    touches, not at every poller of the MR (a broker's slot region is polled by all its consumers).
+    Callbacks fire in the order the ranges were added.
+    """
+
+    BUCKET = 256
+
+    __slots__ = ("buckets", "live", "seq")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[tuple[int, int, bytes, Callable[[], None]]]] = {}
+        self.live: set[int] = set()
+        self.seq = 0
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def _spanned(self, off: int, end: int) -> range:
+        return range(off // self.BUCKET, (max(end, off + 1) - 1) // self.BUCKET + 1)
+
+    def add(self, off: int, seen: bytes, callback: Callable[[], None]) -> tuple[int, int, bytes, Callable[[], None]]:
+        self.seq += 1
+        entry = (self.seq, off, seen, callback)
+        for b in self._spanned(off, off + len(seen)):
+            self.buckets.setdefault(b, []).append(entry)
+        self.live.add(self.seq)
+        return entry
+
+    def discard(self, entry: tuple[int, int, bytes, Callable[[], None]]) -> None:
+        seq, off, seen, _ = entry
+        if seq not in self.live:
+            return
+        self.live.discard(seq)
+        for b in self._spanned(off, off + len(seen)):
+            bucket = self.buckets[b]
+            bucket.remove(entry)
+            if not bucket:
+                del self.buckets[b]
+
+    def check(self, data: bytearray | mmap.mmap, off: int, end: int) -> None:
+        """After a write of ``[off, end)``: fire (and drop) every range it touched whose bytes changed."""
+        fired = {}
+        for b in self._spanned(off, end):
+            for entry in self.buckets.get(b, ()):
+                seq, woff, seen, _ = entry
+                if woff < end and off < woff + len(seen) and data[woff : woff + len(seen)] != seen:
+                    fired[seq] = entry
+        for seq in sorted(fired):
+            self.discard(fired[seq])
+        for seq in sorted(fired):
+            fired[seq][3]()
+
+    def clear(self) -> None:
+        self.buckets.clear()
+        self.live.clear()
+
+
 @dataclass
 class SimMr:
     """A registered region on a simulated host."""
@@ -51,8 +111,8 @@ class SimMr:
     data: bytearray | mmap.mmap
     #: Spinning readers: (offset, expected bytes, callback) fired once the bytes match.
     watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
-    #: Idle pollers (IdlePoll): (offset, bytes last seen, callback) fired once the bytes differ.
-    change_watchers: list[tuple[int, bytes, Callable[[], None]]] = field(default_factory=list)
+    #: Idle pollers (IdlePoll): ranges fired once their bytes differ from those last seen.
+    change_watchers: ChangeWatchers = field(default_factory=ChangeWatchers)
     #: Bytes of ``data`` the model holds: all of a bytearray, an mmap's pages written so far.
     held: int = 0
     #: An mmap's pages: 1 once written (None for a bytearray, which is held whole).
@@ -148,8 +208,8 @@ class HostMemory:
                 mr.meter.add(new * PAGE_BYTES)
         if mr.watchers:
             HostMemory.check_watchers(mr)
-        if mr.change_watchers:
-            HostMemory.check_change_watchers(mr)
+        if mr.change_watchers.live:
+            mr.change_watchers.check(mr.data, off, end)
 
     @staticmethod
     def check_watchers(mr: SimMr) -> None:
@@ -163,16 +223,6 @@ class HostMemory:
                 keep.append(w)
         mr.watchers = keep
         for callback in fired:
-            callback()
-
-    @staticmethod
-    def check_change_watchers(mr: SimMr) -> None:
-        keep, fired = [], []
-        for w in mr.change_watchers:
-            off, seen, callback = w
-            (fired if mr.data[off : off + len(seen)] != seen else keep).append(w)
-        mr.change_watchers = keep
-        for _, _, callback in fired:
             callback()
 
     def gather(self, sges: tuple, total: int) -> bytes | None:

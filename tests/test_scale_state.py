@@ -150,3 +150,21 @@ def test_a_receive_through_a_selector_runs_exactly_as_one_that_scans_every_conne
     scanned = SimEngine("cx4-edr-100g").run(build(p, 0))
     assert all(selected[k] == scanned[k] for k in scanned)
     assert sum(len(selected[f"producer{i}"]["sent"]) for i in range(6)) > 12
+
+
+def test_a_write_fires_only_the_idle_pollers_whose_bytes_it_changed_in_the_order_they_came() -> None:
+    from kdsim.memory import ChangeWatchers
+
+    data = bytearray(4096)
+    watchers, fired = ChangeWatchers(), []
+    far = watchers.add(3000, bytes(16), lambda: fired.append("far"))
+    a = watchers.add(100, bytes(16), lambda: fired.append("a"))
+    b = watchers.add(250, bytes(16), lambda: fired.append("b"))  # spans two buckets
+    data[260:262] = b"xx"
+    watchers.check(data, 260, 262)
+    assert fired == ["b"] and len(watchers) == 2
+    data[0:4096] = b"y" * 4096  # one write over everything: the rest fire, in the order they were added
+    watchers.check(data, 0, 4096)
+    assert fired == ["b", "far", "a"] and len(watchers) == 0 and not watchers.buckets
+    watchers.discard(a)  # already gone: nothing happens
+    assert far[0] < a[0] < b[0]
