@@ -69,7 +69,7 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float, se
         "steady_ms": (b[0] - a[0]) / 1e6, "steady_batches": steady,
         "cpu_s_per_sim_ms": (b[1] - a[1]) / ((b[0] - a[0]) / 1e6), "cpu_us_per_batch": 1e6 * (b[1] - a[1]) / steady,
         "events_per_batch": (b[2] - a[2]) / steady, "ops_per_batch": (b[3] - a[3]) / steady,
-        "all_events_per_batch": events / max(1, len(acks)),
+        "all_events_per_batch": events / max(1, len(acks)), "pending_events": b[4],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model_peak_mb": engine.stats.model_peak_bytes / 1e6,
     }  # fmt: skip
@@ -111,7 +111,8 @@ def main() -> int:
             f"{row['brokers']:4d} brokers {row['clients']:6d} clients: {row['cpu_s']:8.1f} s CPU for "
             f"{row['sim_ms']:.1f} ms (set-up {row['setup_s']:.1f} s); steady {row['steady_ms']:.1f} ms: "
             f"{row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:6.0f} us/batch, "
-            f"{row['events_per_batch']:5.1f} events/batch, {row['ops_per_batch']:5.1f} ops/batch; "
+            f"{row['events_per_batch']:5.1f} events/batch, {row['ops_per_batch']:5.1f} ops/batch, "
+            f"{row['pending_events']} events queued; "
             f"peak RSS {row['peak_rss_mb']:6.0f} MB (MRs {row['model_peak_mb']:.0f} MB)",
             flush=True,
         )

@@ -70,6 +70,7 @@ class RoleState:
     done: bool = False
     cpu_jitter: Jitter | None = None  # draws CPU costs (profile host.cpu_sigma > 0)
     wake_jitter: Jitter | None = None  # draws wake-ups (profile host.wakeup_sigma > 0)
+    idle_deadline: list | None = None  # [time, waiter]: its idle polls' shared end timer (kdsim.idle_poll)
 
 
 class Jitter:
@@ -115,9 +116,9 @@ class RunStats:
     utilisation: dict[str, dict[str, float]] = field(default_factory=dict)
     operations: int = 0  # datapath operations handled (the Python-level work of a run)
     gc_pauses: dict[str, int] = field(default_factory=dict)  # young collections per JVM host (host.gc_young_bytes)
-    #: With ``probe_every_ns``: (simulated ns, process CPU s, SimPy events so far, operations so far) at each probe,
-    #: so a benchmark can measure a steady window instead of a run's start-up and drain
-    probes: list[tuple[float, float, int, int]] = field(default_factory=list)
+    #: With ``probe_every_ns``: (simulated ns, process CPU s, SimPy events so far, operations so far, events
+    #: pending) at each probe, so a benchmark can measure a steady window instead of a run's start-up and drain
+    probes: list[tuple[float, float, int, int, int]] = field(default_factory=list)
     model_peak_bytes: int = 0  # the most bytes every host's MRs held at once (kdsim.memory.MemoryMeter)
     spine_utilisation: dict[str, float] = field(default_factory=dict)  # racks: the busiest spine link, up and down
 
@@ -240,7 +241,8 @@ class SimEngine:
             if i == len(workers) or not env._queue:  # all ended, or nothing else can happen (a deadlock, reported)
                 return
             ops = sum(s.ops for s in states)
-            self.stats.probes.append((env.now, time.process_time(), next(env._eid), ops))  # type: ignore[attr-defined]
+            pending = len(env._queue)  # type: ignore[attr-defined]
+            self.stats.probes.append((env.now, time.process_time(), next(env._eid), ops, pending))  # type: ignore[attr-defined]
             yield env.timeout(every_ns)
 
     def _collect_stats(self, now: float) -> None:
