@@ -13,8 +13,9 @@ runs in a fresh process (so its peak RSS is its own) and prints:
 and at the end the fitted growth exponents against clients (log-log least squares): of CPU per simulated
 millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CPU per batch (flat is 0).
 
-    .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each
-    .venv/bin/python benchmarks/scale.py --rungs 3x20 100x10000 --ms 1000   # the goal point
+    .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each (~20 s)
+    .venv/bin/python benchmarks/scale.py --rungs 3x20 10x200 30x1000 100x2000 100x10000 --ms 20   # to 10,000 (~2 min)
+    .venv/bin/python benchmarks/scale.py --rungs 100x10000 --ms 1000 --segment 65536 --retention 131072  # goal point
     .venv/bin/python benchmarks/scale.py --segment 65536 --retention 131072   # logs bounded by retention
 """
 
@@ -72,11 +73,42 @@ def run_rung(brokers: int, clients: int, ms: float, system: str, rate: float, se
         "all_events_per_batch": events / max(1, len(acks)), "pending_events": b[4],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model_peak_mb": engine.stats.model_peak_bytes / 1e6,
+        **model_metrics(results, a[0], b[0], brokers),
+    }  # fmt: skip
+
+
+def model_metrics(results: dict[str, Any], t0: float, t1: float, brokers: int) -> dict[str, float]:
+    """What the model predicts over ``[t0, t1)``: records acknowledged per broker per second, and the per-batch ack
+    (first send to ack) and end-to-end (first record's timestamp to its batch's arrival) latency percentiles."""
+    import numpy as np
+
+    from kdlab.kafka.batch_log import stack
+
+    sent = stack((v["sent"] for k, v in results.items() if k.startswith("producer")), 7)
+    got = stack((v["received"] for k, v in results.items() if k.startswith("consumer")), 5)
+    s = sent[(sent[:, 6] >= t0) & (sent[:, 6] < t1)]
+    r = got[(got[:, 4] >= t0) & (got[:, 4] < t1)]
+    ack, e2e = (s[:, 6] - s[:, 4]) / 1e3, (r[:, 4] - r[:, 2]) / 1e3
+    return {
+        "records_per_s_per_broker": float(s[:, 1].sum()) / ((t1 - t0) * 1e-9) / brokers,
+        "ack_p50_us": float(np.percentile(ack, 50)), "ack_p99_us": float(np.percentile(ack, 99)),
+        "e2e_p50_us": float(np.percentile(e2e, 50)), "e2e_p99_us": float(np.percentile(e2e, 99)),
     }  # fmt: skip
 
 
 def _child(args: tuple, out: Any) -> None:
     out.send(run_rung(*args))
+
+
+def measure(*rung_args: Any) -> dict[str, Any]:
+    """``run_rung(*rung_args)`` in a fresh interpreter (so its peak RSS is its own)."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(rung_args, send))
+    proc.start()
+    row = recv.recv()
+    proc.join()
+    return row
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -97,15 +129,9 @@ def main() -> int:
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     rows = []
-    ctx = mp.get_context("spawn")  # a fresh interpreter per rung: its peak RSS is its own
     for rung in args.rungs:
         brokers, clients = (int(x) for x in rung.split("x"))
-        recv, send = ctx.Pipe(duplex=False)
-        rung_args = (brokers, clients, args.ms, args.system, args.rate, args.segment, args.retention)
-        proc = ctx.Process(target=_child, args=(rung_args, send))
-        proc.start()
-        row = recv.recv()
-        proc.join()
+        row = measure(brokers, clients, args.ms, args.system, args.rate, args.segment, args.retention)
         rows.append(row)
         print(
             f"{row['brokers']:4d} brokers {row['clients']:6d} clients: {row['cpu_s']:8.1f} s CPU for "
