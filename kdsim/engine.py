@@ -31,7 +31,7 @@ from kdsim.memory import HostMemory, MemoryMeter, SimMr
 from kdsim.profile import Profile, load_profile
 from kdsim.queues import QpState, SimCq, SimQp, Waiter
 from kdsim.rnic import Rnic
-from kdsim.sockets import TCP_WINDOW_BYTES, SimConn, SocketLayer
+from kdsim.sockets import TCP_WINDOW_BYTES, ConnScan, Selector, SimConn, SocketLayer
 from kdsim.storage import HostStorage
 from kdsim.sync import SyncLayer
 from kdsim.timeline import ServerPool
@@ -202,11 +202,16 @@ class SimEngine:
         # collect young objects ~100x less often while the simulation runs (results do not depend on it)
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
-        gc.freeze()  # and never scan the cluster built so far (hosts, queue pairs, roles): its cost would grow with it
+        # and never scan the cluster built so far (hosts, queue pairs, roles): its cost would grow with it (a caller's
+        # own frozen objects stay frozen)
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
         try:
-            self._run_env(env, roles, procs, until_ns)
+            self._run_env(env, roles, procs, until_ns, self.probe_every_ns > 0)
         finally:
-            gc.unfreeze()
+            if freeze:
+                gc.unfreeze()
             gc.set_threshold(*thresholds)
         for name, proc in procs.items():
             if proc.triggered and not proc.ok:  # pragma: no cover - SimPy re-raises first
@@ -220,9 +225,12 @@ class SimEngine:
         return results
 
     @staticmethod
-    def _run_env(env: simpy.Environment, roles: Sequence[Role], procs: dict[str, Any], until_ns: float | None) -> None:
+    def _run_env(
+        env: simpy.Environment, roles: Sequence[Role], procs: dict[str, Any], until_ns: float | None, probed: bool
+    ) -> None:
         workers = [procs[r.name] for r in roles if not r.daemon]
-        if until_ns is None and workers and len(workers) < len(procs):
+        # with daemons (servers), or a probe whose next timer is queued, the run ends with its last worker
+        if until_ns is None and workers and (len(workers) < len(procs) or probed):
             try:
                 env.run(until=simpy.AllOf(env, workers))  # daemons (servers) are stopped with the last worker
             except RuntimeError as err:
@@ -663,48 +671,22 @@ class SimEngine:
 
     def _tcp_recv(self, op: ops.TcpRecv, st: RoleState) -> Any:
         handles = op.conns if isinstance(op.conns, list | tuple) else [op.conns]
-        if len(handles) >= SELECT_MIN:
-            return self._tcp_select(op, handles, st)
-        conns = [self._conns[h.conn_id] for h in handles]
-        got = SocketLayer.ready(conns, self.env.now + st.debt)
+        if len(handles) >= SELECT_MIN:  # many connections: their selector, no work per connection
+            source: ConnScan | Selector = self.sockets.selector(handles, self._conns)
+        else:
+            source = ConnScan([self._conns[h.conn_id] for h in handles])
+        got = source.ready(self.env.now + st.debt)
         if got is not None:
             return self._received(got, st)
 
         def resume(st: RoleState) -> Any:
-            for c in conns:
-                c.waiters.remove(block.waiter)
+            source.unwatch(block.waiter)
             st.debt = self._wake(st, self._host.wakeup_ns)
-            got = SocketLayer.ready(conns, self.env.now + st.debt)
-            return None if got is None else self._received(got, st)
-
-        block = self._block(st, f"a message on {len(conns)} connection(s)", resume)
-        for c in conns:
-            c.waiters.append(block.waiter)
-            nxt = c.next_time()
-            if nxt is not None:
-                block.waiter.wake_at(self.env, nxt)
-        if op.timeout_ns is not None:
-            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
-        return block
-
-    def _tcp_select(self, op: ops.TcpRecv, handles: list | tuple, st: RoleState) -> Any:
-        """A receive on many connections through their selector: no work per connection."""
-        sel = self.sockets.selector(handles, self._conns)
-        got = sel.ready(self.env.now + st.debt)
-        if got is not None:
-            return self._received(got, st)
-
-        def resume(st: RoleState) -> Any:
-            sel.waiters.remove(block.waiter)
-            st.debt = self._wake(st, self._host.wakeup_ns)
-            got = sel.ready(self.env.now + st.debt)
+            got = source.ready(self.env.now + st.debt)
             return None if got is None else self._received(got, st)
 
         block = self._block(st, f"a message on {len(handles)} connection(s)", resume)
-        sel.waiters.append(block.waiter)
-        nxt = sel.next_time()
-        if nxt is not None:
-            block.waiter.wake_at(self.env, nxt)
+        source.watch(block.waiter, self.env)
         if op.timeout_ns is not None:
             block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
         return block

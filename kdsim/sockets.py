@@ -100,14 +100,27 @@ class Selector:
     through another receive (one connection alone) is dropped when it comes to the top.
     """
 
-    __slots__ = ("heap", "waiters")
+    __slots__ = ("conns", "heap", "rebuild_at", "waiters")
 
     def __init__(self, conns: list[SimConn]) -> None:
-        self.heap = [(t, seq, c) for c in conns for t, seq, _ in c.inbox]
-        heapq.heapify(self.heap)
+        self.conns = conns
+        self.heap: list[tuple[float, int, SimConn]] = []
+        self._rebuild()
         self.waiters: list[Waiter] = []
         for c in conns:
             c.selectors.append(self)
+
+    def _rebuild(self) -> None:
+        """The heap from the messages now in the connections' inboxes (entries read elsewhere dropped)."""
+        self.heap = [(t, seq, c) for c in self.conns for t, seq, _ in c.inbox]
+        heapq.heapify(self.heap)
+        self.rebuild_at = 2 * len(self.heap) + 64
+
+    def push(self, entry: tuple[float, int, SimConn]) -> None:
+        """A message arrived on one of the connections."""
+        heapq.heappush(self.heap, entry)
+        if len(self.heap) > self.rebuild_at:  # messages read through other receives pile up: drop them
+            self._rebuild()
 
     def _top(self) -> tuple[float, int, SimConn] | None:
         heap = self.heap
@@ -120,7 +133,7 @@ class Selector:
         return None
 
     def ready(self, now: float) -> tuple[SimConn, Any] | None:
-        """The earliest message already arrived on any connection, removed from its inbox (as ``SocketLayer.ready``)."""
+        """The earliest message already arrived on any connection, removed from its inbox (as ``ConnScan.ready``)."""
         top = self._top()
         if top is None or top[0] > now:
             return None
@@ -128,9 +141,45 @@ class Selector:
         conn = top[2]
         return conn, heapq.heappop(conn.inbox)[2]
 
-    def next_time(self) -> float | None:
+    def watch(self, waiter: Waiter, env: simpy.Environment) -> None:
+        """Wake ``waiter`` at the next message's arrival on any of the connections."""
+        self.waiters.append(waiter)
         top = self._top()
-        return None if top is None else top[0]
+        if top is not None:
+            waiter.wake_at(env, top[0])
+
+    def unwatch(self, waiter: Waiter) -> None:
+        self.waiters.remove(waiter)
+
+
+class ConnScan:
+    """A few connections read together, looked at one by one (a selector is not worth keeping for them)."""
+
+    __slots__ = ("conns",)
+
+    def __init__(self, conns: list[SimConn]) -> None:
+        self.conns = conns
+
+    def ready(self, now: float) -> tuple[SimConn, Any] | None:
+        """The earliest message already arrived on any of the connections, removed from its inbox."""
+        best = None
+        for c in self.conns:
+            if c.inbox and c.inbox[0][0] <= now and (best is None or c.inbox[0] < best.inbox[0]):
+                best = c
+        if best is None:
+            return None
+        return best, heapq.heappop(best.inbox)[2]
+
+    def watch(self, waiter: Waiter, env: simpy.Environment) -> None:
+        for c in self.conns:
+            c.waiters.append(waiter)
+            nxt = c.next_time()
+            if nxt is not None:
+                waiter.wake_at(env, nxt)
+
+    def unwatch(self, waiter: Waiter) -> None:
+        for c in self.conns:
+            c.waiters.remove(waiter)
 
 
 @dataclass(eq=False)
@@ -183,7 +232,7 @@ class SocketLayer:
             sel = self._selectors[key] = Selector([by_id[k] for k in key])
         if len(self._by_list) >= 4096:  # lists made anew for each receive: forget them, the key finds the selector
             self._by_list.clear()
-        self._by_list[id(handles)] = (handles, list(handles), sel)
+        self._by_list[id(handles)] = (handles, handles[:], sel)  # a copy to compare with (a tuple is its own)
         return sel
 
     def listen(self, service: str, host: str) -> Listener:
@@ -232,7 +281,7 @@ class SocketLayer:
         for waiter in peer.waiters:
             waiter.wake_at(self.env, arrival)
         for sel in peer.selectors:
-            heapq.heappush(sel.heap, (arrival, seq, peer))
+            sel.push((arrival, seq, peer))
             for waiter in sel.waiters:
                 waiter.wake_at(self.env, arrival)
         peer.sent += nbytes
@@ -283,17 +332,6 @@ class SocketLayer:
             for host, link in links.items():
                 out.setdefault(host, {})[kind] = link.busy_ns / now if now else 0.0
         return out
-
-    @staticmethod
-    def ready(conns: list[SimConn], now: float) -> tuple[SimConn, Any] | None:
-        """The earliest message already arrived on any of ``conns``, removed from its inbox."""
-        best = None
-        for c in conns:
-            if c.inbox and c.inbox[0][0] <= now and (best is None or c.inbox[0] < best.inbox[0]):
-                best = c
-        if best is None:
-            return None
-        return best, heapq.heappop(best.inbox)[2]
 
 
 def _link(links: dict[str, Timeline], host: str, name: str) -> Timeline:

@@ -7,6 +7,7 @@ import pickle
 import random
 from bisect import insort
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,3 +178,47 @@ def test_idle_consumers_leave_no_timers_piling_up_in_the_event_queue() -> None:
     engine.run(build(p, 0))
     pending = [x[4] for x in engine.stats.probes if 1e6 <= x[0] <= 8e6]
     assert max(pending[len(pending) // 2 :]) <= max(pending[: len(pending) // 2]) + 5, pending
+
+
+def test_probes_do_not_lengthen_a_run_without_servers() -> None:
+    from kdlab.ops import Sleep
+    from kdlab.program import Role
+
+    def sleeper() -> Any:
+        yield Sleep(1500.0)
+
+    plain, probed = SimEngine("cx4-edr-100g"), SimEngine("cx4-edr-100g", probe_every_ns=1000.0)
+    plain.run([Role("s", "h", sleeper)])
+    probed.run([Role("s", "h", sleeper)])
+    assert plain.stats.sim_time_ns == probed.stats.sim_time_ns == 1500.0
+
+
+def test_a_selector_drops_what_was_read_through_other_receives() -> None:
+    """Connections read once together, then one at a time: the selector's heap stays near what is unread."""
+    from kdlab.ops import Sleep, TcpAccept, TcpConnect, TcpListen, TcpRecv, TcpSend
+    from kdlab.program import Role
+
+    n, k = 4, 2000
+
+    def server() -> Any:
+        listener = yield TcpListen("svc")
+        conns = []
+        for _ in range(n):
+            conns.append((yield TcpAccept(listener)))
+        first, _ = yield TcpRecv(conns)  # once through their selector
+        for i in range(k):
+            for c in conns:
+                if not (c is first and i == k - 1):
+                    yield TcpRecv(c)  # then one at a time
+
+    def client(i: int) -> Any:
+        conn = yield TcpConnect("svc")
+        for j in range(k):
+            yield TcpSend(conn, j, 64)
+            yield Sleep(2_000.0)  # a message every 2 us: read as they come
+
+    roles = [Role("server", "s", server)] + [Role(f"c{i}", f"c{i}", client, {"i": i}) for i in range(n)]
+    engine = SimEngine("cx4-edr-100g")
+    engine.run(roles)
+    (selector,) = engine.sockets._selectors.values()
+    assert len(selector.heap) < 200  # (n * k = 8,000 messages passed through the connections)
