@@ -269,7 +269,7 @@ def consumer(p: KafkaParams, cid: int, me: Consumer, leaders: dict[int, str], wr
                 until = min(until, pause_at)
             yield Sleep(max(0.0, until - now))
     return {"records": sum(pt.records for pt in parts), "delivered": delivered, "received": received,
-            "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns, "fetch_data_latency_ns": list(fetch_ns),
+            "e2e_latency_ns": e2e_ns, "fetch_latency_ns": fetch_ns, "fetch_data_latency_ns": array("d", fetch_ns),
             "fetch_empty_latency_ns": [], "catchup_latency_ns": catchup, "t_first_ns": t_first,
             "t_last_ns": t_last}  # fmt: skip
 
