@@ -70,7 +70,10 @@ class RoleState:
     done: bool = False
     cpu_jitter: Jitter | None = None  # draws CPU costs (profile host.cpu_sigma > 0)
     wake_jitter: Jitter | None = None  # draws wake-ups (profile host.wakeup_sigma > 0)
-    idle_deadline: list | None = None  # [time, waiter]: its idle polls' shared end timer (kdsim.idle_poll)
+    # a wait's time limit (a timeout, an idle wait's end), through one timer per thread (SimEngine._deadline)
+    deadline_waiter: Waiter | None = None
+    deadline_at: float = 0.0
+    armed_at: float = float("inf")  # when the thread's earliest pending deadline timer fires
 
 
 class Jitter:
@@ -350,6 +353,32 @@ class SimEngine:
         heap = self.heaps.get(st.host) if self.heaps else None
         return spun - heap.stopped_ns(since, self.env.now) if heap is not None and heap.pauses else spun
 
+    def _deadline(self, st: RoleState, waiter: Waiter, when: float) -> None:
+        """Wake ``waiter`` at ``when`` unless something wakes it first, through the thread's one deadline timer.
+
+        A timer of its own for each timed wait would stay in the event queue until its time even when the wait
+        ended early (a reply within a poll's timeout): thousands of stale events per thread in a long run. The
+        thread's pending timer is kept if it fires no later than ``when``, and re-armed then for the current wait.
+        """
+        st.deadline_waiter, st.deadline_at = waiter, when
+        if st.armed_at <= when:
+            return
+        st.armed_at = when
+        env = self.env
+        env.timeout(when - env.now).callbacks.append(lambda _ev: self._deadline_fired(st, when))
+
+    def _deadline_fired(self, st: RoleState, at: float) -> None:
+        if at != st.armed_at:  # superseded by an earlier timer
+            return
+        st.armed_at = float("inf")
+        waiter = st.deadline_waiter
+        if waiter is None or waiter.event.triggered:
+            return
+        if st.deadline_at > self.env.now:  # the current wait ends later: one timer for it
+            self._deadline(st, waiter, st.deadline_at)
+        else:
+            waiter.wake_at(self.env, st.deadline_at)
+
     def _stopped(self, st: RoleState) -> None:
         """A thread of a JVM host whose time falls inside the host's collection pause moves to its end."""
         now = self.env.now
@@ -498,7 +527,7 @@ class SimEngine:
         if nxt is not None:
             block.waiter.wake_at(self.env, nxt)
         if op.timeout_ns is not None:
-            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+            self._deadline(st, block.waiter, self.env.now + st.debt + op.timeout_ns)
         return block
 
     # --- host memory -------------------------------------------------------------
@@ -688,7 +717,7 @@ class SimEngine:
         block = self._block(st, f"a message on {len(handles)} connection(s)", resume)
         source.watch(block.waiter, self.env)
         if op.timeout_ns is not None:
-            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+            self._deadline(st, block.waiter, self.env.now + st.debt + op.timeout_ns)
         return block
 
     def _received(self, got: tuple[SimConn, Any], st: RoleState) -> tuple[Any, Any]:
@@ -738,7 +767,7 @@ class SimEngine:
         if q.items:
             block.waiter.wake_at(self.env, q.items[0][0])
         if op.timeout_ns is not None:
-            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+            self._deadline(st, block.waiter, self.env.now + st.debt + op.timeout_ns)
         return block
 
     def _notify(self, op: ops.Notify, st: RoleState) -> None:
@@ -757,7 +786,7 @@ class SimEngine:
         block = self._block(st, f"a notification on {op.key!r}", resume)
         self.sync.notify_waiters.setdefault(op.key, []).append(block.waiter)
         if op.timeout_ns is not None:
-            block.waiter.wake_at(self.env, self.env.now + st.debt + op.timeout_ns)
+            self._deadline(st, block.waiter, self.env.now + st.debt + op.timeout_ns)
         return block
 
     # --- rendezvous ----------------------------------------------------------------

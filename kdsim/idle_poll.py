@@ -64,23 +64,8 @@ def idle_poll(eng: Any, op: ops.IdlePoll, st: Any) -> Any:
 
     block = eng._block(st, f"a change in {len(watched)} polled remote range(s) (idle polls)", resume)
     entries += [(rmr, rmr.change_watchers.add(roff, seen, changed)) for _, rmr, roff, seen in watched]
-    _deadline(eng, st, block.waiter, op.until_ns)
+    eng._deadline(st, block.waiter, op.until_ns)  # (one timer per thread: idle waits all end then)
     return block
-
-
-def _deadline(eng: Any, st: Any, waiter: Any, when: float) -> None:
-    """Wake ``waiter`` at ``when`` through the thread's one timer for that time.
-
-    A caught-up consumer's idle waits all end at the same time (when its producers may have ended); a timer of
-    its own for each would stay in the event queue until then, millions of them in a long run of a large cluster.
-    """
-    d = st.idle_deadline
-    if d is not None and d[0] == when:
-        d[1] = waiter
-        return
-    d = st.idle_deadline = [when, waiter]
-    timer = eng.env.timeout(max(0.0, when - eng.env.now))
-    timer.callbacks.append(lambda _ev: d[1].wake_at(eng.env, d[0]))
 
 
 def _wait(eng: Any, st: Any, until: float) -> Any:
