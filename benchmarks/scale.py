@@ -15,6 +15,7 @@ millisecond (total work; the goal is <= 1.1 from 20 to 10,000 clients) and of CP
 
     .venv/bin/python benchmarks/scale.py                      # the ladder up to 2,000 clients, 10 ms each (~20 s)
     .venv/bin/python benchmarks/scale.py --rungs 3x20 10x200 30x1000 100x2000 100x10000 --ms 20   # to 10,000 (~2 min)
+    .venv/bin/python benchmarks/scale.py --rungs 3x20 10x200 30x1000 100x2000 100x10000 --ms 20 --repeat 3  # medians
     .venv/bin/python benchmarks/scale.py --rungs 100x10000 --ms 1000 --segment 65536 --retention 131072  # goal point
     .venv/bin/python benchmarks/scale.py --segment 65536 --retention 131072   # logs bounded by retention
 """
@@ -27,6 +28,7 @@ import json
 import math
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 from typing import Any
@@ -126,12 +128,20 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="records/s offered by each producer")
     ap.add_argument("--segment", type=int, default=16 << 20, help="segment_bytes")
     ap.add_argument("--retention", type=int, default=None, help="retention_bytes per replica (default: none)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per rung; CPU figures are their medians (noisy hosts)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     rows = []
     for rung in args.rungs:
         brokers, clients = (int(x) for x in rung.split("x"))
-        row = measure(brokers, clients, args.ms, args.system, args.rate, args.segment, args.retention)
+        runs = [
+            measure(brokers, clients, args.ms, args.system, args.rate, args.segment, args.retention)
+            for _ in range(max(1, args.repeat))
+        ]
+        row = dict(runs[0])
+        for key in ("cpu_s", "cpu_s_per_sim_ms", "cpu_us_per_batch", "peak_rss_mb"):
+            row[key] = statistics.median(r[key] for r in runs)
+        row["cpu_us_per_batch_runs"] = [round(r["cpu_us_per_batch"]) for r in runs]
         rows.append(row)
         print(
             f"{row['brokers']:4d} brokers {row['clients']:6d} clients: {row['cpu_s']:8.1f} s CPU for "
@@ -139,7 +149,8 @@ def main() -> int:
             f"{row['cpu_s_per_sim_ms']:.3f} s/ms, {row['cpu_us_per_batch']:6.0f} us/batch, "
             f"{row['events_per_batch']:5.1f} events/batch, {row['ops_per_batch']:5.1f} ops/batch, "
             f"{row['pending_events']} events queued; "
-            f"peak RSS {row['peak_rss_mb']:6.0f} MB (MRs {row['model_peak_mb']:.0f} MB)",
+            f"peak RSS {row['peak_rss_mb']:6.0f} MB (MRs {row['model_peak_mb']:.0f} MB)"
+            + (f"; us/batch of each run {row['cpu_us_per_batch_runs']}" if args.repeat > 1 else ""),
             flush=True,
         )
     if len(rows) > 1:
