@@ -39,11 +39,11 @@ class KafkaParams(BaseModel):
         default=None, ge=1, le=1000, description="brokers in the cluster (default: the replication factor)"
     )
     racks: int = Field(default=0, ge=0, le=1000, description="0: no rack information; k: broker i is in rack i mod k")
-    topics: int = Field(default=1, ge=1, le=10_000)
+    topics: int = Field(default=1, ge=1, le=50_000)
     partitions: int = Field(default=1, ge=1, le=100_000, description="partitions per topic")
     replication_factor: int = Field(default=1, ge=1, le=100)
-    producers: int = Field(default=1, ge=1, le=10_000, description="producers per topic")
-    consumers: int = Field(default=0, ge=0, le=10_000, description="consumers per group (per topic)")
+    producers: int = Field(default=1, ge=1, le=50_000, description="producers per topic")
+    consumers: int = Field(default=0, ge=0, le=50_000, description="consumers per group (per topic)")
     groups: int = Field(default=1, ge=0, le=1000, description="consumer groups (OMB subscriptions) per topic")
     assignor: Literal["range", "round-robin"] = Field(
         default="range", description="partition.assignment.strategy of the consumer groups"
@@ -168,9 +168,11 @@ class KafkaParams(BaseModel):
                 f"buffer_memory: {self.buffer_memory} B cannot hold one batch of {need} B (Kafka's BufferPool refuses "
                 f"an allocation above buffer.memory); allowed: >= {need}"
             )
+        # what one machine of 24 GB holds: a client's model takes ~0.1 MB before it runs (benchmarks/scale.py: 1.5 GB
+        # for 100 brokers and 10,000 clients), and a long run adds its per-batch rows and live log data
         totals = {"partitions": (self.topics * self.partitions, 100_000),
-                  "producers": (self.topics * self.producers, 10_000),
-                  "consumers": (self.topics * self.groups * self.consumers, 10_000)}  # fmt: skip
+                  "producers": (self.topics * self.producers, 50_000),
+                  "consumers": (self.topics * self.groups * self.consumers, 50_000)}  # fmt: skip
         for field, (total, most) in totals.items():
             if total > most:
                 raise ValueError(f"{field}: {total} in the cluster (all topics and groups); allowed: at most {most}")
