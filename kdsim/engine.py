@@ -211,7 +211,7 @@ class SimEngine:
         if freeze:
             gc.freeze()
         try:
-            self._run_env(env, roles, procs, until_ns, self.probe_every_ns > 0)
+            self._run_env(env, roles, procs, until_ns)
         finally:
             if freeze:
                 gc.unfreeze()
@@ -228,14 +228,13 @@ class SimEngine:
         return results
 
     @staticmethod
-    def _run_env(
-        env: simpy.Environment, roles: Sequence[Role], procs: dict[str, Any], until_ns: float | None, probed: bool
-    ) -> None:
+    def _run_env(env: simpy.Environment, roles: Sequence[Role], procs: dict[str, Any], until_ns: float | None) -> None:
         workers = [procs[r.name] for r in roles if not r.daemon]
-        # with daemons (servers), or a probe whose next timer is queued, the run ends with its last worker
-        if until_ns is None and workers and (len(workers) < len(procs) or probed):
+        # the run ends with its last worker: daemons (servers) are stopped then, and timers still queued (a probe's,
+        # a thread's deadline) do not lengthen it
+        if until_ns is None and workers:
             try:
-                env.run(until=simpy.AllOf(env, workers))  # daemons (servers) are stopped with the last worker
+                env.run(until=simpy.AllOf(env, workers))
             except RuntimeError as err:
                 if "No scheduled events left" not in str(err):
                     raise  # otherwise: a deadlock, reported below with what each role waits for
@@ -354,18 +353,29 @@ class SimEngine:
         return spun - heap.stopped_ns(since, self.env.now) if heap is not None and heap.pauses else spun
 
     def _deadline(self, st: RoleState, waiter: Waiter, when: float) -> None:
-        """Wake ``waiter`` at ``when`` unless something wakes it first, through the thread's one deadline timer.
+        """``waiter.wake_at(when)`` for a wait's time limit, through the thread's one deadline timer.
 
-        A timer of its own for each timed wait would stay in the event queue until its time even when the wait
-        ended early (a reply within a poll's timeout): thousands of stale events per thread in a long run. The
-        thread's pending timer is kept if it fires no later than ``when``, and re-armed then for the current wait.
+        It does what ``Waiter.wake_at`` does (never before the thread's own time; ``due`` set, so the wait counts as
+        one whose wake is coming), but a timer of its own for each timed wait would stay in the event queue until its
+        time even when the wait ended early (a reply within a poll's timeout): thousands of stale events per thread
+        in a long run. The thread's pending timer is kept if it fires no later, and re-armed then.
         """
+        if when < waiter.not_before:
+            when = waiter.not_before
+        if when >= waiter.due or waiter.event.triggered:
+            return
+        waiter.due = when
+        if when <= self.env.now:
+            waiter.event.succeed()
+            return
         st.deadline_waiter, st.deadline_at = waiter, when
-        if st.armed_at <= when:
+        self._arm(st, when)
+
+    def _arm(self, st: RoleState, when: float) -> None:
+        if st.armed_at <= when:  # a timer of the thread fires first: it re-arms for this wait
             return
         st.armed_at = when
-        env = self.env
-        env.timeout(when - env.now).callbacks.append(lambda _ev: self._deadline_fired(st, when))
+        self.env.timeout(when - self.env.now).callbacks.append(lambda _ev: self._deadline_fired(st, when))
 
     def _deadline_fired(self, st: RoleState, at: float) -> None:
         if at != st.armed_at:  # superseded by an earlier timer
@@ -375,9 +385,9 @@ class SimEngine:
         if waiter is None or waiter.event.triggered:
             return
         if st.deadline_at > self.env.now:  # the current wait ends later: one timer for it
-            self._deadline(st, waiter, st.deadline_at)
+            self._arm(st, st.deadline_at)
         else:
-            waiter.wake_at(self.env, st.deadline_at)
+            waiter.event.succeed()
 
     def _stopped(self, st: RoleState) -> None:
         """A thread of a JVM host whose time falls inside the host's collection pause moves to its end."""

@@ -224,3 +224,50 @@ def test_a_selector_drops_what_was_read_through_other_receives() -> None:
     engine.run(roles)
     (selector,) = engine.sockets._selectors.values()
     assert len(selector.heap) < 200  # (n * k = 8,000 messages passed through the connections)
+
+
+def _getter(timeout: float | None) -> Any:
+    from kdlab.ops import Clock, QueueGet
+
+    item = yield QueueGet("q", timeout_ns=timeout)
+    return item, (yield Clock())
+
+
+def _putter(work: int) -> Any:
+    from kdlab.ops import Compute, QueuePut
+
+    yield Compute("copy", work)  # the put is made at once but seen only after the copy
+    yield QueuePut("q", "x")
+
+
+def test_a_timed_getter_does_not_take_the_wake_an_idle_getter_needs() -> None:
+    """A put wakes one idle getter; one with a time limit already has its wake coming (review of the deadlines)."""
+    from kdlab.program import Role
+
+    roles = [Role("g1", "a", _getter, {"timeout": 100.0}), Role("g2", "a", _getter, {"timeout": None}),
+             Role("p", "a", _putter, {"work": 1 << 20})]  # fmt: skip
+    out = SimEngine("cx4-edr-100g").run(roles)
+    assert out["g1"] == (None, 100.0) and out["g2"][0] == "x"
+
+
+def test_timed_waits_end_at_their_limits_and_a_run_with_its_last_worker() -> None:
+    from kdlab.ops import Clock, Notify, Sleep, WaitNotify
+    from kdlab.program import Role
+
+    def waiter() -> Any:
+        a = yield WaitNotify("k1", timeout_ns=1000.0)  # notified at 10 ns
+        b = yield WaitNotify("k2", timeout_ns=50_000.0)  # notified at 20 ns
+        c = yield WaitNotify("never", timeout_ns=0.0)  # at once
+        d = yield WaitNotify("never", timeout_ns=100.0)
+        return a, b, c, d, (yield Clock())
+
+    def notifier() -> Any:
+        yield Sleep(10.0)
+        yield Notify("k1")
+        yield Sleep(10.0)
+        yield Notify("k2")
+
+    engine = SimEngine("cx4-edr-100g")
+    out = engine.run([Role("w", "a", waiter), Role("n", "a", notifier)])
+    assert out["w"][:4] == (True, True, False, False) and out["w"][4] == 120.0
+    assert engine.stats.sim_time_ns == 120.0  # not the first waits' limits, still queued (1,000 and 50,020 ns)
