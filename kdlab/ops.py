@@ -55,8 +55,9 @@ class RegMr:
 
 @dataclass(slots=True)
 class DeregMr:
-    """Deregister ``mr`` and free its memory: a later access by its keys fails, as on an RNIC. kdreal frees one
-    another role of the host registered at that role's close (pyverbs objects belong to their role)."""
+    """Deregister ``mr`` and free its memory: a later access by its keys fails, as on an RNIC. kdreal frees at once
+    an MR the same role registered; one another role of the host registered is freed at that role's close
+    (pyverbs objects belong to the role that made them)."""
 
     mr: MemoryRegion
 

@@ -158,8 +158,8 @@ class SimEngine:
         hosts = sorted({r.host for r in roles})
         profile = self.profile
         keys = count(0x100)
-        meter = MemoryMeter()  # the bytes every host's MRs hold: the run's memory report
-        self.memories = {h: HostMemory(h, keys, meter) for h in hosts}
+        self.meter = MemoryMeter()  # the bytes every host's MRs hold: the run's memory report
+        self.memories = {h: HostMemory(h, keys, self.meter) for h in hosts}
         self.nics = {h: Rnic(h, profile) for h in hosts}
         self.fabric = Fabric(profile, hosts, self.switch) if len(hosts) > 1 else None
         self.transport = RcTransport(env, profile, self.fabric, self.nics, self.memories)  # type: ignore[arg-type]
@@ -260,7 +260,7 @@ class SimEngine:
         st.sim_time_ns = now
         st.operations = sum(s.ops for s in self._states.values())
         st.transport_events = self.transport.events
-        st.model_peak_bytes = next(iter(self.memories.values())).meter.peak if self.memories else 0
+        st.model_peak_bytes = self.meter.peak
         st.role_cpu_busy_ns = {s.name: s.busy_ns for s in self._states.values()}
         st.utilisation = {h: nic.utilisation(now) for h, nic in self.nics.items()}
         for h, store in self.storage.items():
@@ -355,21 +355,14 @@ class SimEngine:
     def _deadline(self, st: RoleState, waiter: Waiter, when: float) -> None:
         """``waiter.wake_at(when)`` for a wait's time limit, through the thread's one deadline timer.
 
-        It does what ``Waiter.wake_at`` does (never before the thread's own time; ``due`` set, so the wait counts as
-        one whose wake is coming), but a timer of its own for each timed wait would stay in the event queue until its
-        time even when the wait ended early (a reply within a poll's timeout): thousands of stale events per thread
-        in a long run. The thread's pending timer is kept if it fires no later, and re-armed then.
+        A timer of its own for each timed wait would stay in the event queue until its time even when the wait
+        ended early (a reply within a poll's timeout): thousands of stale events per thread in a long run. The
+        thread's pending timer is kept if it fires no later, and re-armed then.
         """
-        if when < waiter.not_before:
-            when = waiter.not_before
-        if when >= waiter.due or waiter.event.triggered:
-            return
-        waiter.due = when
-        if when <= self.env.now:
-            waiter.event.succeed()
-            return
-        st.deadline_waiter, st.deadline_at = waiter, when
-        self._arm(st, when)
+        at = waiter.claim(self.env, when)
+        if at is not None:
+            st.deadline_waiter, st.deadline_at = waiter, at
+            self._arm(st, at)
 
     def _arm(self, st: RoleState, when: float) -> None:
         if st.armed_at <= when:  # a timer of the thread fires first: it re-arms for this wait

@@ -95,6 +95,7 @@ class Fabric:
         self._latency = [prop, profile.switch.latency_ns + prop] if self.switched else [prop]
         self._times: dict[tuple[int, int], tuple[float, float, float]] = {}
         per_leaf, uplinks = profile.switch.hosts_per_leaf, profile.switch.leaf_uplinks
+        self.spine_hop_ns = profile.switch.latency_ns + prop  # a leaf or spine switch, then its cable
         #: A host's leaf and index (racks only); each leaf's links up to the spine and down from it.
         self.leaf_of: dict[str, tuple[int, int]] = {}
         if self.switched and per_leaf and len(hosts) > per_leaf:
@@ -102,7 +103,6 @@ class Fabric:
             leaves = -(-len(hosts) // per_leaf)
             self.spine_up = [[Timeline(f"leaf{k}->spine[{j}]") for j in range(uplinks)] for k in range(leaves)]
             self.spine_down = [[Timeline(f"spine[{j}]->leaf{k}") for j in range(uplinks)] for k in range(leaves)]
-            self.spine_hop_ns = profile.switch.latency_ns + prop
 
     def _time(self, payload: int, extra: int) -> tuple[float, float, float]:
         w = self.wire
@@ -116,8 +116,11 @@ class Fabric:
     def path(self, src: str, dst: str) -> Path:
         if src == dst or src not in self.uplink or dst not in self.downlink:
             raise ValueError(f"no path from host {src!r} to {dst!r} (loopback is not modelled)")
-        hops = [self.uplink[src], self.downlink[dst]] if self.switched else [self.uplink[src]]
-        return Path(hops, self._latency)
+        if not self.switched:
+            return Path([self.uplink[src]], self._latency)
+        spine = self.spine_links(src, dst) if self.leaf_of else ()
+        up, down = self._latency
+        return Path([self.uplink[src], *spine, self.downlink[dst]], [up, *[self.spine_hop_ns] * len(spine), down])
 
     def send(
         self, src: str, dst: str, ready: float, last_ready: float, payload: int, extra: int = 0
@@ -157,10 +160,7 @@ class Fabric:
         are not queued behind data (a stated simplification).
         """
         path = self.path(src, dst)
-        hops, latency = len(path.hops), sum(path.hop_latency_ns)
-        if self.leaf_of and self.leaf_of[src][0] != self.leaf_of[dst][0]:
-            hops, latency = hops + 2, latency + 2 * self.spine_hop_ns
-        return when + self.wire.first_packet_ns(0, extra) * hops + latency
+        return when + self.wire.first_packet_ns(0, extra) * len(path.hops) + sum(path.hop_latency_ns)
 
     def utilisation(self, now: float) -> dict[str, float]:
         """The busiest spine link's busy share, up and down (racks only)."""

@@ -90,17 +90,10 @@ def _charge(eng: Any, st: Any, watched: list, polls: int) -> None:
         nic, pnic = eng.nics[st.host], eng.nics[peer.host]
         req_wire = fabric.wire.message_ns(0, RETH_BYTES)
         resp_wire = fabric.wire.message_ns(n, AETH_BYTES)
-        up, down = fabric.uplink, fabric.downlink
-        up[st.host].busy_ns += polls * req_wire
-        up[peer.host].busy_ns += polls * resp_wire
-        if fabric.switched:
-            down[peer.host].busy_ns += polls * req_wire
-            down[st.host].busy_ns += polls * resp_wire
-        if fabric.leaf_of:  # racks: the spine links between the two leaves, if they differ
-            for tl in fabric.spine_links(st.host, peer.host):
-                tl.busy_ns += polls * req_wire
-            for tl in fabric.spine_links(peer.host, st.host):
-                tl.busy_ns += polls * resp_wire
+        for link in fabric.path(st.host, peer.host).hops:  # every link direction the request crosses
+            link.busy_ns += polls * req_wire
+        for link in fabric.path(peer.host, st.host).hops:  # and the response
+            link.busy_ns += polls * resp_wire
         per_byte = n * nic.pu_ns_per_byte
         nic.pus.servers[sq.handle.qp_num % len(nic.pus.servers)].busy_ns += polls * (
             nic.tx_wqe_ns + nic.rx_ns + per_byte

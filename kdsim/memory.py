@@ -91,11 +91,12 @@ class ChangeWatchers:
             for entry in self.buckets.get(b, ()):
                 seq, woff, seen, _ = entry
                 if woff < end and off < woff + len(seen) and data[woff : woff + len(seen)] != seen:
-                    fired[seq] = entry
-        for seq in sorted(fired):
-            self.discard(fired[seq])
-        for seq in sorted(fired):
-            fired[seq][3]()
+                    fired[seq] = entry  # (a range spanning buckets is found once)
+        in_order = [fired[seq] for seq in sorted(fired)]
+        for entry in in_order:
+            self.discard(entry)
+        for entry in in_order:
+            entry[3]()
 
     def clear(self) -> None:
         self.buckets.clear()

@@ -33,16 +33,22 @@ class Waiter:
 
     def wake_at(self, env: simpy.Environment, when: float) -> None:
         """Make sure the waiter is woken no later than ``when`` (nor before not_before)."""
+        at = self.claim(env, when)
+        if at is not None:
+            env.timeout(at - env.now).callbacks.append(self._fire)
+
+    def claim(self, env: simpy.Environment, when: float) -> float | None:
+        """Make ``when`` (not before not_before) the waiter's wake-up -> the time a timer must wake it, or None
+        when none is needed: an earlier wake-up is already due, or it is woken now."""
         if when < self.not_before:
             when = self.not_before
         if when >= self.due or self.event.triggered:
-            return
+            return None
         self.due = when
         if when <= env.now:
             self.event.succeed()
-            return
-        timer = env.timeout(when - env.now)
-        timer.callbacks.append(self._fire)
+            return None
+        return when
 
     def _fire(self, _timer: simpy.Event) -> None:
         if not self.event.triggered:
