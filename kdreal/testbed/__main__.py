@@ -4,7 +4,7 @@
 
     python -m kdreal.testbed setup [--cache DIR] [--force]
     python -m kdreal.testbed run [--mem MIB] [--smp N] [--netdev lo|dummy0] [--rw DIR]
-                                 [--timeout S] [--loglevel N] [--no-pyverbs] CMD [ARGS...]
+                                 [--timeout S] [--loglevel N] [--no-pyverbs] [--hosts N] CMD [ARGS...]
     python -m kdreal.testbed pyverbs-path [DIR]    # print a PYTHONPATH entry for pyverbs
     python -m kdreal.testbed has-rdma              # exit 0 if verbs work here
 """
@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--timeout", type=float, default=1800.0, help="seconds before QEMU is killed (1800)")
     p_run.add_argument("--loglevel", type=int, default=0, help="guest kernel console log level (0; 7 to debug)")
     p_run.add_argument("--no-pyverbs", action="store_true", help="do not put .pyverbs-path on PYTHONPATH")
+    p_run.add_argument(
+        "--hosts", type=int, default=0, metavar="N",
+        help="build N RDMA hosts (a network namespace, address and rxe device each) and a Dask worker per host; "
+        "CMD sees KDLAB_TESTBED_HOSTS and KDLAB_DASK_SCHEDULER",
+    )  # fmt: skip
     p_run.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments")
     p_path = sub.add_parser("pyverbs-path", help="create DIR with a pyverbs symlink and print it")
     p_path.add_argument("dir", nargs="?", default=".pyverbs-path")
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _main(parser, args)
-    except testbed.TestbedError as err:  # not set up, or a setup step failed: say so, no traceback
+    except (testbed.TestbedError, ValueError) as err:  # not set up, a setup step failed, bad --hosts: one line
         print(f"kdlab testbed {args.verb}: {err}", file=sys.stderr)
         return 2
 
@@ -55,7 +60,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("run needs a command")
         return testbed.run(
             cmd, cache=args.cache, rw=args.rw, mem_mib=args.mem, smp=args.smp, netdev=args.netdev,
-            timeout_s=args.timeout, loglevel=args.loglevel, pyverbs=not args.no_pyverbs,
+            timeout_s=args.timeout, loglevel=args.loglevel, pyverbs=not args.no_pyverbs, hosts=args.hosts,
         )  # fmt: skip
     if args.verb == "pyverbs-path":
         print(testbed.pyverbs_path(args.dir))

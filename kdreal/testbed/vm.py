@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
+from kdreal.testbed import hosts as hostlayout
 from kdreal.testbed import initramfs
 
 #: Default cache directory (kernel, initramfs); override with ``KDLAB_RXE_VM_CACHE``.
@@ -59,6 +60,8 @@ MODULES = (
     "rdma_ucm",
     "ib_umad",
     "dummy",
+    "veth",  # --hosts: each host's TCP and RDMA netdevs
+    "bridge",
 )
 #: Extra kernel command line (``KDLAB_RXE_VM_KERNEL_ARGS`` replaces it).
 KERNEL_ARGS = os.environ.get("KDLAB_RXE_VM_KERNEL_ARGS", "clocksource=tsc tsc=reliable")
@@ -197,19 +200,26 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _built_for(cache: Path) -> dict:
+    try:
+        return json.loads((cache / _STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_stale(cache: Path) -> bool:
+    """True if ``cache`` holds a build whose stamp names other modules or another guest init."""
+    built = _built_for(cache)
+    return bool(built) and (built.get("init_sha") != _digest(_init_script()) or built.get("modules") != list(MODULES))
+
+
 def check_ready(cache: Path) -> None:
     """Raise :class:`TestbedError` (one line) unless :func:`setup` built ``cache`` for this guest init."""
     missing = [f for f in ("vmlinuz", "initrd.gz") if not (cache / f).exists()]
     if missing:
         raise TestbedError(f"the testbed is not set up ({cache} has no {' or '.join(missing)}): {SETUP_HINT}")
-    stamp = cache / _STAMP
-    if stamp.exists():
-        try:
-            built = json.loads(stamp.read_text())
-        except (OSError, ValueError):
-            built = {}
-        if built.get("init_sha") != _digest(_init_script()) or built.get("modules") != list(MODULES):
-            raise TestbedError(f"the testbed in {cache} was built for another version of kdlab: {SETUP_HINT}")
+    if (cache / _STAMP).exists() and (not _built_for(cache) or is_stale(cache)):
+        raise TestbedError(f"the testbed in {cache} was built for another version of kdlab: {SETUP_HINT}")
 
 
 # --- pyverbs for other interpreters --------------------------------------------------
@@ -235,8 +245,17 @@ def pyverbs_path(dest: str | os.PathLike[str] = ".pyverbs-path") -> Path:
 # --- run -----------------------------------------------------------------------------
 
 
-def guest_script(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], netdev: str = "lo") -> str:
-    """The bash script the guest runs: the environment, ``rxe0`` on ``netdev``, then ``cmd`` in ``cwd``."""
+def guest_script(
+    cmd: Sequence[str], cwd: Path, env: Mapping[str, str], netdev: str = "lo", hosts: int = 0,
+    python: str = sys.executable,
+) -> str:  # fmt: skip
+    """The bash script the guest runs: the environment, ``rxe0`` on ``netdev``, then ``cmd`` in ``cwd``.
+
+    With ``hosts`` it first builds that many hosts (:mod:`kdreal.testbed.hosts`) and starts
+    their Dask cluster (:mod:`kdreal.testbed.dask_hosts`, run by ``python``), exports
+    ``KDLAB_TESTBED_HOSTS`` (the host table's file) and ``KDLAB_DASK_SCHEDULER``, and stops
+    the cluster after ``cmd``.
+    """
     lines = ["set +e"]
     for key, value in sorted(env.items()):
         if key.isidentifier() and key not in _ENV_SKIP:
@@ -248,7 +267,22 @@ def guest_script(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], netdev: 
         '[ "$NETDEV" = lo ] || { ip link set "$NETDEV" up; sleep 1.5; }',
         'rdma link add rxe0 type rxe netdev "$NETDEV" || exit 99',
         f"cd {shlex.quote(str(cwd))} || exit 98",
+    ]
+    if not hosts:
+        return "\n".join([*lines, shlex.join(cmd)]) + "\n"
+    log, ready = "/run/kdlab-dask.log", "/run/kdlab-dask.ready"
+    lines += [
+        hostlayout.layout_script(hosts),
+        f"{shlex.quote(python)} -m kdreal.testbed.dask_hosts {hostlayout.HOSTS_FILE} {ready} >{log} 2>&1 &",
+        "KD_DASK=$!",
+        f"for _ in $(seq 1500); do [ -s {ready} ] && break; kill -0 $KD_DASK 2>/dev/null || break; sleep 0.2; done",
+        f'[ -s {ready} ] || {{ echo "kdlab-rxe-vm: the Dask cluster did not start:"; tail -n 40 {log}; exit 96; }}',
+        f"export KDLAB_TESTBED_HOSTS={hostlayout.HOSTS_FILE}",
+        f"export KDLAB_DASK_SCHEDULER=tcp://{hostlayout.SCHEDULER_IP}:{hostlayout.SCHEDULER_PORT}",
         shlex.join(cmd),
+        "KD_RC=$?",
+        "kill $KD_DASK 2>/dev/null; wait $KD_DASK 2>/dev/null",
+        "exit $KD_RC",
     ]
     return "\n".join(lines) + "\n"
 
@@ -284,6 +318,7 @@ def run(
     timeout_s: float = 1800.0,
     loglevel: int = 0,
     pyverbs: bool = True,
+    hosts: int = 0,
 ) -> int:
     """Boot the VM, run ``cmd`` in ``cwd`` (default: the current directory), return its exit code.
 
@@ -293,9 +328,16 @@ def run(
     ``<cwd>/.pyverbs-path`` (see :func:`pyverbs_path`) is put first on the guest's
     ``PYTHONPATH``. Returns :data:`NO_EXIT_CODE` if the guest reported no exit code
     (it hung past ``timeout_s``, or crashed). The guest's console goes to stdout.
-    Raises :class:`TestbedError` if the testbed is not set up (:func:`check_ready`).
+    Raises :class:`TestbedError` if the testbed is not set up (:func:`check_ready`). A cache
+    built for an older module list or guest init is rebuilt first (:func:`setup`; root).
+    With ``hosts`` the guest has that many RDMA hosts and a Dask cluster (:func:`guest_script`).
     """
     cache = cache_dir(cache)
+    if hosts:
+        hostlayout.check_count(hosts)
+    if is_stale(cache):
+        _log(f"the cache {cache} was built for another module list or guest init: rebuilding it")
+        setup(cache)
     check_ready(cache)
     workdir = Path(cwd).resolve() if cwd is not None else Path.cwd()
     env = dict(os.environ if env is None else env)
@@ -306,7 +348,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="kdlab-rxe-vm.") as tmp:
         ctl = Path(tmp)
         (ctl / "rwdir").write_text(f"{rwdir}\n")
-        (ctl / "cmd.sh").write_text(guest_script(cmd, workdir, env, netdev))
+        (ctl / "cmd.sh").write_text(guest_script(cmd, workdir, env, netdev, hosts))
         args = qemu_command(cache, ctl, rwdir, mem_mib=mem_mib, smp=smp, loglevel=loglevel)
         try:
             proc = subprocess.run(args, stdin=subprocess.DEVNULL, timeout=timeout_s)
