@@ -76,10 +76,11 @@ class RealOptions:
     port: int = 1
     timeout_s: float = 30.0
     cq_wait: str = "auto"  # "spin", "yield", or "auto": spin only with fewer host processes than cores
+    cores: int | None = None  # the machine's cores for "auto" (None: os.cpu_count())
 
 
-def spin_allowed(cq_wait: str, processes: int) -> bool:
-    """Whether busy CQ waits may spin: ``auto`` spins only with fewer host processes than cores.
+def spin_allowed(cq_wait: str, processes: int, cores: int | None = None) -> bool:
+    """Whether busy CQ waits may spin: ``auto`` spins only with fewer host processes than ``cores``.
 
     On an oversubscribed machine (the testbed VM: 2 vCPUs for brokers, clients and
     the Soft-RoCE kernel work) spinning threads starve the ones that would produce
@@ -89,7 +90,7 @@ def spin_allowed(cq_wait: str, processes: int) -> bool:
     if cq_wait not in ("auto", "spin", "yield"):
         raise ValueError(f"cq_wait must be 'auto', 'spin' or 'yield', got {cq_wait!r}")
     if cq_wait == "auto":
-        return processes < (os.cpu_count() or 1)
+        return processes < (cores or os.cpu_count() or 1)
     return cq_wait == "spin"
 
 
@@ -104,7 +105,12 @@ class RealEngine:
     :class:`~kdreal.rendezvous.RendezvousDeadlock` when every running role waits for
     a key nobody published. ``data_dir`` holds file-backed MRs (default: a fresh
     temporary directory, removed after the run). ``cq_wait`` says how a busy
-    ``WaitCq`` waits (:func:`spin_allowed`; event-mode waits always sleep).
+    ``WaitCq`` waits (:func:`spin_allowed`; event-mode waits always sleep). ``host_setup``
+    (picklable, no arguments) runs in every host process before its roles start.
+
+    With ``cluster`` (a :class:`kdreal.cluster.Cluster`: hosts, a placement and a Dask
+    scheduler) each simulated host's process runs on the machine the placement gives it,
+    launched through Dask (:mod:`kdreal.cluster`); without it every process runs here.
     """
 
     name = "real"
@@ -112,21 +118,24 @@ class RealEngine:
     def __init__(
         self, device: str | None = None, gid_index: int | None = None, *, port: int = 1,
         timeout_s: float = 30.0, run_timeout_s: float | None = 600.0, data_dir: str | None = None,
-        cq_wait: str = "auto",
+        cq_wait: str = "auto", host_setup: Callable[[], None] | None = None, cluster: Any = None,
     ) -> None:  # fmt: skip
         spin_allowed(cq_wait, 1)  # validates
         self.options = RealOptions(device, gid_index, port, timeout_s, cq_wait)
         self.run_timeout_s = run_timeout_s
         self.data_dir = data_dir
+        self.host_setup = host_setup
+        self.cluster = cluster
+        #: Per pair of machines of the last cluster run: clock offset estimates (see kdreal.cluster).
+        self.clock_offsets: dict[str, dict[str, float]] = {}
 
     def run(self, roles: Sequence[Role]) -> dict[str, Any]:
         """Run each host's roles as threads of one process; return each role's return value by name."""
-        names = [r.name for r in roles]
-        if len(set(names)) != len(names):
-            raise ValueError(f"role names must be unique, got {names}")
-        by_host: dict[str, list[Role]] = {}
-        for role in roles:
-            by_host.setdefault(role.host, []).append(role)
+        by_host = group_by_host(roles)
+        if self.cluster is not None:
+            from kdreal.cluster import run_on_cluster
+
+            return run_on_cluster(self, by_host)
         data_dir = self.data_dir or tempfile.mkdtemp(prefix="kdreal-")
         ctx = mp.get_context("fork")
         server = RendezvousServer(len(roles), new_token())  # the run's secret: its forked roles inherit it
@@ -135,7 +144,8 @@ class RealEngine:
             for host, host_roles in by_host.items():
                 reader, writer = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
-                    target=_host_main, args=(host, host_roles, self.options, server, writer, data_dir, len(by_host)),
+                    target=_local_host_main,
+                    args=(host, host_roles, self.options, server, writer, data_dir, len(by_host), self.host_setup),
                     name=f"kdreal:{host}", daemon=True,
                 )  # fmt: skip
                 proc.start()
@@ -145,7 +155,7 @@ class RealEngine:
             try:
                 return self._collect(by_host, procs)
             except RoleError as err:
-                raise _with_logs(err, by_host, data_dir) from None
+                raise with_log(err, by_host, lambda host: _read(os.path.join(data_dir, f"{host}.log"))) from None
         finally:
             for proc, reader in procs.values():
                 if proc.is_alive():
@@ -160,20 +170,13 @@ class RealEngine:
                 shutil.rmtree(data_dir, ignore_errors=True)
 
     def _collect(self, by_host: dict[str, list[Role]], procs: dict[str, tuple[Any, mpc.Connection]]) -> dict[str, Any]:
-        """Gather role outcomes until every non-daemon role has one; any failure fails the run."""
-        waiting_for = {r.name for rs in by_host.values() for r in rs if not r.daemon}
-        unreported = {host: {r.name for r in rs} for host, rs in by_host.items()}
+        """Gather role outcomes from the host processes' pipes until the tally is complete."""
+        tally = Tally(by_host, self.run_timeout_s)
         readers = {reader: host for host, (_, reader) in procs.items()}
-        results: dict[str, Any] = {}
-        failures: dict[str, str] = {}
-        deadline = None if self.run_timeout_s is None else time.monotonic() + self.run_timeout_s
-        while readers and waiting_for:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = mpc.wait(list(readers), left)
+        while readers and not tally.complete():
+            ready = mpc.wait(list(readers), tally.time_left())
             if not ready:
-                if not failures:
-                    pending = ", ".join(sorted(waiting_for))
-                    raise RoleError(pending, f"run did not finish within {self.run_timeout_s} s")
+                tally.timed_out()
                 break
             for reader in ready:
                 host = readers[reader]  # type: ignore[index]
@@ -183,36 +186,97 @@ class RealEngine:
                     del readers[reader]  # type: ignore[arg-type]
                     proc = procs[host][0]
                     proc.join(5)
-                    if unreported[host] and not failures:  # the others may wait on it: a moment, then stop
-                        grace = time.monotonic() + _FAIL_GRACE_S
-                        deadline = grace if deadline is None else min(deadline, grace)
-                    for name in unreported[host]:
-                        failures.setdefault(name, f"process exited with code {proc.exitcode} without a result")
+                    tally.host_ended(host, f"process exited with code {proc.exitcode} without a result")
                     continue
-                unreported[host].discard(name)
-                waiting_for.discard(name)
-                if status == "ok":
-                    results[name] = payload
-                else:
-                    if not failures:  # give the other roles a moment to report, then stop
-                        grace = time.monotonic() + _FAIL_GRACE_S
-                        deadline = grace if deadline is None else min(deadline, grace)
-                    failures[name] = payload
-            if not readers and waiting_for and not failures:
-                failures.update(dict.fromkeys(waiting_for, "its process ended without a result"))
-        if failures:
-            raise _first_failure(failures)
-        return results
+                tally.outcome(host, name, status, payload)
+        return tally.result(hosts_left=bool(readers))
 
 
-def _with_logs(err: RoleError, by_host: dict[str, list[Role]], data_dir: str, tail: int = 4000) -> RoleError:
+def group_by_host(roles: Sequence[Role]) -> dict[str, list[Role]]:
+    """Roles by host name, in the order given; ValueError if two roles share a name."""
+    names = [r.name for r in roles]
+    if len(set(names)) != len(names):
+        raise ValueError(f"role names must be unique, got {names}")
+    by_host: dict[str, list[Role]] = {}
+    for role in roles:
+        by_host.setdefault(role.host, []).append(role)
+    return by_host
+
+
+class Tally:
+    """Role outcomes as they arrive, and the rule for when a run is over.
+
+    The run is over once every non-daemon role has an outcome, or a failure's grace
+    period (:data:`_FAIL_GRACE_S`, for the other roles to report what it did to them)
+    or the run's time limit has passed. Any failure fails the run.
+    """
+
+    def __init__(self, by_host: dict[str, list[Role]], run_timeout_s: float | None) -> None:
+        self.waiting_for = {r.name for rs in by_host.values() for r in rs if not r.daemon}
+        self.unreported = {host: {r.name for r in rs} for host, rs in by_host.items()}
+        self.results: dict[str, Any] = {}
+        self.failures: dict[str, str] = {}
+        self.run_timeout_s = run_timeout_s
+        self.deadline = None if run_timeout_s is None else time.monotonic() + run_timeout_s
+
+    def complete(self) -> bool:
+        return not self.waiting_for
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def _grace(self) -> None:
+        if not self.failures:  # the others may be waiting on it: a moment to report, then stop
+            grace = time.monotonic() + _FAIL_GRACE_S
+            self.deadline = grace if self.deadline is None else min(self.deadline, grace)
+
+    def outcome(self, host: str, name: str, status: str, payload: Any) -> None:
+        self.unreported[host].discard(name)
+        self.waiting_for.discard(name)
+        if status == "ok":
+            self.results[name] = payload
+        else:
+            self._grace()
+            self.failures[name] = payload
+
+    def host_ended(self, host: str, why: str) -> None:
+        """``host``'s process ended: its roles without an outcome failed with ``why``."""
+        if self.unreported[host]:
+            self._grace()
+        for name in sorted(self.unreported[host]):
+            self.failures.setdefault(name, why)
+            self.waiting_for.discard(name)
+        self.unreported[host].clear()
+
+    def timed_out(self) -> None:
+        if not self.failures:
+            pending = ", ".join(sorted(self.waiting_for))
+            raise RoleError(pending, f"run did not finish within {self.run_timeout_s} s")
+
+    def result(self, hosts_left: bool = True) -> dict[str, Any]:
+        if not hosts_left and self.waiting_for and not self.failures:
+            self.failures.update(dict.fromkeys(self.waiting_for, "its process ended without a result"))
+        if self.failures:
+            raise _first_failure(self.failures)
+        return self.results
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def with_log(
+    err: RoleError, by_host: dict[str, list[Role]], read_log: Callable[[str], str], tail: int = 4000
+) -> RoleError:  # fmt: skip
     """``err`` with the end of the failed role's host log (its stderr: warnings, a crash's stacks)."""
     host = next((h for h, roles in by_host.items() if any(r.name == err.role for r in roles)), None)
-    try:
-        with open(os.path.join(data_dir, f"{host}.log")) as f:
-            text = f.read()
-    except OSError:
+    if host is None:
         return err
+    text = read_log(host)
     crash = text.find("Fatal Python error")
     text = text[max(0, crash - tail // 4) :][:tail] if crash >= 0 else text[-tail:]  # a crash: where it begins
     if not text.strip():
@@ -223,27 +287,13 @@ def _with_logs(err: RoleError, by_host: dict[str, list[Role]], data_dir: str, ta
 # --- inside a host process ------------------------------------------------------------------
 
 
-def _host_main(
+def _local_host_main(
     host: str, roles: list[Role], options: RealOptions, server: RendezvousServer, conn: mpc.Connection,
-    data_dir: str, processes: int,
+    data_dir: str, processes: int, setup: Callable[[], None] | None,
 ) -> None:  # fmt: skip
-    """Body of a host process: run each role in a thread, report each outcome as it comes.
-
-    Outcomes are sent before a role's rendezvous connection closes, so that a failure
-    reaches the parent before the roles it leaves waiting are declared deadlocked. The
-    process ends when its last thread does; the parent stops daemons by ending it.
-    """
+    """A forked host process on this machine: outcomes go to the parent through ``conn``."""
     server.close_in_child()
-    log = open(os.path.join(data_dir, f"{host}.log"), "w", buffering=1)  # noqa: SIM115 - the process's lifetime
-    os.dup2(log.fileno(), 2)  # this host's stderr (and the verbs library's) goes to its log
-    sys.stderr = log
-    faulthandler.enable(log)  # a crash in the verbs library prints every thread's Python stack there
     send_lock = threading.Lock()
-    runtime = HostRuntime()
-    verbs = Verbs(host, options.device, options.gid_index, options.port, options.timeout_s)
-    verbs.shared = len(roles) > 1
-    verbs.spin = spin_allowed(options.cq_wait, processes)
-    sockets = SocketTable(host, server.token)
 
     def report(name: str, outcome: tuple[str, Any]) -> None:
         with send_lock:
@@ -252,18 +302,47 @@ def _host_main(
             except Exception:  # the return value does not pickle
                 conn.send((name, "error", traceback.format_exc()))
 
+    host_main(host, roles, options, server.address, server.token, report, data_dir, processes, setup)
+    conn.close()
+
+
+def host_main(
+    host: str, roles: list[Role], options: RealOptions, rendezvous: tuple[str, int], token: bytes,
+    report: Callable[[str, tuple[str, Any]], None], data_dir: str, processes: int,
+    setup: Callable[[], None] | None = None, clock_offset_ns: int = 0, bind: str = "127.0.0.1",
+) -> None:  # fmt: skip
+    """Body of a host process: run each role in a thread, ``report`` each outcome as it comes.
+
+    Outcomes are reported before a role's rendezvous connection closes, so that a failure
+    reaches the engine before the roles it leaves waiting are declared deadlocked. The
+    process ends when its last thread does; the engine stops daemons by ending it.
+    ``clock_offset_ns`` is added to every ``Clock`` (a cluster's common time base); TCP
+    listeners bind to ``bind``.
+    """
+    log = open(os.path.join(data_dir, f"{host}.log"), "w", buffering=1)  # noqa: SIM115 - the process's lifetime
+    os.dup2(log.fileno(), 2)  # this host's stderr (and the verbs library's) goes to its log
+    sys.stderr = log
+    faulthandler.enable(log)  # a crash in the verbs library prints every thread's Python stack there
+    if setup is not None:
+        setup()
+    runtime = HostRuntime()
+    verbs = Verbs(host, options.device, options.gid_index, options.port, options.timeout_s)
+    verbs.shared = len(roles) > 1
+    verbs.spin = spin_allowed(options.cq_wait, processes, options.cores)
+    sockets = SocketTable(host, token, bind)
+
     def run_role(role: Role) -> None:
-        rendezvous = None
+        rendezvous_client = None
         try:
-            rendezvous = RendezvousClient(server.address, role.name, server.token)
+            rendezvous_client = RendezvousClient(rendezvous, role.name, token)
             timeout_s = None if role.daemon else options.timeout_s
-            executor = Executor(verbs, rendezvous, runtime, sockets, data_dir, timeout_s)
+            executor = Executor(verbs, rendezvous_client, runtime, sockets, data_dir, timeout_s, clock_offset_ns)
             outcome: tuple[str, Any] = ("ok", drive(role, executor))
         except BaseException:
             outcome = ("error", traceback.format_exc())
         report(role.name, outcome)
-        if rendezvous is not None:
-            rendezvous.close()
+        if rendezvous_client is not None:
+            rendezvous_client.close()
 
     threads = [threading.Thread(target=run_role, args=(r,), name=r.name, daemon=True) for r in roles]
     for t in threads:
@@ -275,7 +354,6 @@ def _host_main(
     except Exception:
         report(f"{host}.teardown", ("error", traceback.format_exc()))
     sockets.close()
-    conn.close()
 
 
 def drive(role: Role, executor: Executor) -> Any:
@@ -322,6 +400,7 @@ class Executor:
     sockets: SocketTable
     data_dir: str
     timeout_s: float | None  # None: wait as long as the run (daemon roles)
+    clock_offset_ns: int = 0  # added to perf_counter_ns: the cluster's common time base
 
 
 def _sleep(ex: Executor, op: ops.Sleep) -> None:
@@ -389,7 +468,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.FileFlush: lambda ex, op: None,
     ops.Sleep: _sleep,
     ops.IdlePoll: _idle_poll,
-    ops.Clock: lambda ex, op: time.perf_counter_ns(),
+    ops.Clock: lambda ex, op: time.perf_counter_ns() + ex.clock_offset_ns,
     ops.TcpListen: _tcp_listen,
     ops.TcpAccept: lambda ex, op: ex.sockets.accept(op.listener, ex.timeout_s),
     ops.TcpConnect: _tcp_connect,

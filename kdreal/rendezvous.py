@@ -1,4 +1,4 @@
-"""The out-of-band rendezvous: a key-value store over TCP on 127.0.0.1.
+"""The out-of-band rendezvous: a key-value store over TCP (127.0.0.1, or an address every host reaches).
 
 kdreal's parent process runs a :class:`RendezvousServer`; every role process holds
 one :class:`RendezvousClient` connection for its whole life and uses it for
@@ -18,20 +18,30 @@ token; a connection without it is closed, logged and otherwise ignored), then fr
 of a 4-byte big-endian length (at most :data:`MAX_FRAME` bytes) and a msgpack array.
 Requests ``("hello", role)``, ``("publish", key, value_bytes)``, ``("lookup", key,
 timeout_s | None)`` (a timeout of 0 peeks); replies ``("ok", payload)`` or ``(error_kind, message)``.
+
+Across hosts (:mod:`kdreal.cluster`) each host process also holds one *host* connection,
+``("hello-host", host)``, which never counts as a role: on it the host reports each role's
+outcome, ``("report", host, role, status, payload_bytes)`` (queued for the engine in
+:attr:`RendezvousServer.reports`), and reads the server's clock, ``("clock",)`` ->
+``perf_counter_ns``. When the server closes it shuts every open connection, so a host
+that still runs sees the end of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import socket
 import socketserver
 import threading
+import time
 from typing import Any
 
 from kdlab.codec import decode, encode
 from kdreal.wire import CLOSED, Framing, WireError, check_hello, hello, new_token, refuse
 
-#: Largest rendezvous frame: published values are endpoints, addresses and keys.
-MAX_FRAME = 1 << 20
+#: Largest rendezvous frame: published values are endpoints and keys, but a report carries a role's results.
+MAX_FRAME = 1 << 28
 _FRAMES = Framing(">I", MAX_FRAME)
 
 
@@ -67,8 +77,17 @@ def _request(msg: Any) -> tuple[str, Any, Any]:
     """A well-formed request as ``(kind, arg1, arg2)``; ValueError otherwise."""
     if isinstance(msg, list | tuple) and msg:
         kind, args = msg[0], msg[1:]
-        if kind == "hello" and len(args) == 1 and isinstance(args[0], str):
+        if kind in ("hello", "hello-host") and len(args) == 1 and isinstance(args[0], str):
             return kind, args[0], None
+        if kind == "clock" and not args:
+            return kind, None, None
+        if (
+            kind == "report"
+            and len(args) == 4
+            and all(isinstance(a, str) for a in args[:3])
+            and isinstance(args[3], bytes)
+        ):
+            return kind, tuple(args[:3]), args[3]
         if kind == "publish" and len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], bytes):
             return kind, args[0], args[1]
         if kind == "lookup" and len(args) == 2 and isinstance(args[0], str):
@@ -89,6 +108,8 @@ class _Handler(socketserver.BaseRequestHandler):
             refuse(self.request, "the rendezvous", err)
             return
         role = "?"
+        counted = True  # a role's connection; a host's is not one
+        self.server.open_requests.add(self.request)
         try:
             while (msg := _FRAMES.recv(self.request)) is not CLOSED:
                 try:
@@ -98,6 +119,13 @@ class _Handler(socketserver.BaseRequestHandler):
                     continue
                 if kind == "hello":
                     role = arg
+                elif kind == "hello-host":
+                    role, counted = f"host {arg}", False
+                elif kind == "clock":
+                    _FRAMES.send(self.request, ("ok", time.perf_counter_ns()))
+                elif kind == "report":
+                    self.server.reports.put((*arg, arg2))
+                    _FRAMES.send(self.request, ("ok", None))
                 elif kind == "publish":
                     _FRAMES.send(self.request, self._publish(store, arg, arg2))
                 else:
@@ -107,9 +135,11 @@ class _Handler(socketserver.BaseRequestHandler):
         except OSError:
             pass
         finally:
-            with store.cond:
-                store.running -= 1
-                store.check_deadlock()
+            self.server.open_requests.discard(self.request)
+            if counted:
+                with store.cond:
+                    store.running -= 1
+                    store.check_deadlock()
 
     @staticmethod
     def _publish(store: _Store, key: str, value: bytes) -> tuple[str, Any]:
@@ -149,10 +179,12 @@ class _Server(socketserver.ThreadingTCPServer):
     # role's second segment, arriving before a dropped first one was retransmitted, was reset.
     request_queue_size = 4096
 
-    def __init__(self, roles: int, token: bytes) -> None:
+    def __init__(self, roles: int, token: bytes, host: str) -> None:
         self.store = _Store(roles)
         self.token = token
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.reports: queue.Queue[tuple[str, str, str, bytes]] = queue.Queue()
+        self.open_requests: set[socket.socket] = set()
+        super().__init__((host, 0), _Handler)
 
 
 class RendezvousServer:
@@ -160,12 +192,18 @@ class RendezvousServer:
 
     The socket listens from construction on, so children forked before
     :meth:`start` can connect at once (the kernel queues them until it runs).
-    ``token`` (default: a fresh one) is the run's secret (:mod:`kdreal.wire`).
+    ``token`` (default: a fresh one) is the run's secret (:mod:`kdreal.wire`). ``host`` is
+    the address it listens on: 127.0.0.1 for one machine, else one every host reaches.
     """
 
-    def __init__(self, roles: int, token: bytes | None = None) -> None:
-        self._server = _Server(roles, new_token() if token is None else token)
+    def __init__(self, roles: int, token: bytes | None = None, host: str = "127.0.0.1") -> None:
+        self._server = _Server(roles, new_token() if token is None else token, host)
         self._thread: threading.Thread | None = None
+
+    @property
+    def reports(self) -> queue.Queue[tuple[str, str, str, bytes]]:
+        """``(host, role, status, payload)`` for every outcome reported on a host connection, in arrival order."""
+        return self._server.reports
 
     @property
     def address(self) -> tuple[str, int]:
@@ -192,6 +230,9 @@ class RendezvousServer:
         with store.cond:
             store.deadlock = store.deadlock or "the rendezvous closed: the run is over"
             store.cond.notify_all()
+        for sock in list(self._server.open_requests):  # a host still running learns that the run is over
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._server.server_close()
 
     def close_in_child(self) -> None:
@@ -237,6 +278,55 @@ class RendezvousClient:
             return decode(self._call("lookup", key, 0.0))
         except TimeoutError:
             return None
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class HostLink:
+    """A host process's own connection to the rendezvous: outcome reports and the server's clock."""
+
+    def __init__(self, address: tuple[str, int], host: str, token: bytes) -> None:
+        self._sock = socket.create_connection(address)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.sendall(hello(token) + _FRAMES.frame(("hello-host", host)))
+        self._lock = threading.Lock()
+        self.host = host
+
+    def _call(self, *msg: Any) -> Any:
+        with self._lock:
+            _FRAMES.send(self._sock, msg)
+            reply = _FRAMES.recv(self._sock)
+        if reply is CLOSED:
+            raise ConnectionError("rendezvous server closed the connection")
+        kind, payload = reply
+        if kind != "ok":
+            raise RuntimeError(payload)
+        return payload
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def report(self, role: str, status: str, payload: bytes) -> None:
+        """Hand one role's outcome to the engine; returns once the server has queued it."""
+        self._call("report", self.host, role, status, payload)
+
+    def offset(self, samples: int = 16) -> tuple[int, int]:
+        """The server clock minus this host's (``perf_counter_ns``), and its uncertainty (half the best RTT).
+
+        NTP's rule: of several request/reply exchanges the one with the shortest round
+        trip bounds the offset best; its midpoint is the estimate.
+        """
+        best: tuple[int, int] | None = None
+        for _ in range(samples):
+            t0 = time.perf_counter_ns()
+            server = int(self._call("clock"))
+            t1 = time.perf_counter_ns()
+            if best is None or t1 - t0 < best[1] * 2:
+                best = (server - (t0 + t1) // 2, (t1 - t0) // 2)
+        assert best is not None
+        return best
 
     def close(self) -> None:
         self._sock.close()
