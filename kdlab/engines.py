@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from kdlab.program import Engine
 
 if TYPE_CHECKING:
+    from kdlab.hosts import ClusterSpec
     from kdlab.spec import Point
 
 
@@ -15,19 +16,21 @@ class EngineUnavailable(RuntimeError):
 
 
 def make_engine(
-    name: str, profile: str, *, seed: int = 0, overrides: dict[str, float] | None = None, switch: bool | None = None
-) -> Engine:
-    """An engine ready to run one program: ``sim`` (kdsim) or ``real`` (kdreal)."""
+    name: str, profile: str, *, seed: int = 0, overrides: dict[str, float] | None = None, switch: bool | None = None,
+    cluster: ClusterSpec | None = None,
+) -> Engine:  # fmt: skip
+    """An engine ready to run one program: ``sim`` (kdsim) or ``real`` (kdreal; on ``cluster``'s machines)."""
     if name == "sim":
         from kdsim.engine import SimEngine
         from kdsim.profile import load_profile
 
         return SimEngine(load_profile(profile).with_overrides(overrides or {}), seed=seed, switch=switch)
     if name == "real":
-        require_engine("real")
+        if cluster is None:
+            require_engine("real")
         from kdreal.engine import RealEngine  # type: ignore[import-not-found]
 
-        engine: Any = RealEngine()
+        engine: Any = RealEngine(cluster=cluster)
         return engine
     raise ValueError(f"engine must be one of 'sim', 'real'; got {name!r}")
 
@@ -35,7 +38,7 @@ def make_engine(
 def point_engine(point: Point) -> Engine:
     """The engine a sweep point runs on: its engine, profile, overrides, seed and switch."""
     return make_engine(point.engine, point.profile, seed=point.seed, overrides=dict(point.profile_overrides),
-                       switch=point.switch)  # fmt: skip
+                       switch=point.switch, cluster=point.cluster)  # fmt: skip
 
 
 def require_engine(name: str) -> None:

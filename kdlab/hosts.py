@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Environment variables ``kdlab testbed run --hosts N`` sets for its command.
 TESTBED_HOSTS_ENV = "KDLAB_TESTBED_HOSTS"
@@ -52,7 +52,7 @@ class ClusterSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     scheduler: str = Field(pattern=r"^(tcp|tls)://\S+:\d+$", description="Dask scheduler, tcp://HOST:PORT")
-    hosts: tuple[HostSpec, ...] = Field(min_length=1)
+    hosts: tuple[HostSpec, ...]
     placement: tuple[tuple[str, str], ...] = ()
 
     def machine(self, name: str) -> HostSpec:
@@ -81,12 +81,12 @@ def natural_order(hosts: list[str]) -> list[str]:
     return sorted(hosts, key=lambda h: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", h)])
 
 
-def testbed_cluster() -> tuple[list[dict[str, Any]], str]:
+def testbed_cluster(where: str = "spec") -> tuple[list[dict[str, Any]], str]:
     """The hosts and scheduler of the testbed this process runs in (``kdlab testbed run --hosts N``)."""
     path, scheduler = os.environ.get(TESTBED_HOSTS_ENV), os.environ.get(SCHEDULER_ENV)
     if not path or not scheduler:
         raise HostsError(
-            f"hosts: testbed: {TESTBED_HOSTS_ENV} and {SCHEDULER_ENV} are not set; "
+            f"{where}: hosts: testbed: {TESTBED_HOSTS_ENV} and {SCHEDULER_ENV} are not set; "
             "run inside `kdlab testbed run --hosts N -- CMD`"
         )
     return json.loads(Path(path).read_text()), scheduler
@@ -97,8 +97,6 @@ def make_cluster(
     where: str = "spec",
 ) -> ClusterSpec | None:  # fmt: skip
     """A validated :class:`ClusterSpec` from a spec's fields, or None without ``hosts``."""
-    from pydantic import ValidationError
-
     from kdlab.spec import format_validation_error
 
     if hosts is None:
@@ -106,10 +104,10 @@ def make_cluster(
             raise HostsError(f"{where}: scheduler and placement need a hosts section")
         return None
     if hosts == "testbed":
-        hosts, testbed_scheduler = testbed_cluster()
+        hosts, testbed_scheduler = testbed_cluster(where)
         scheduler = scheduler or testbed_scheduler
-    if isinstance(hosts, str):
-        raise HostsError(f"{where}: hosts: a list of hosts, or 'testbed' (got {hosts!r})")
+    if isinstance(hosts, str) or not hosts:
+        raise HostsError(f"{where}: hosts: a list of at least one host, or 'testbed' (got {hosts!r})")
     if scheduler is None:
         raise HostsError(f"{where}: scheduler: needed with hosts (the Dask scheduler, tcp://HOST:PORT)")
     try:

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kdlab.hosts import ClusterSpec, HostsError, make_cluster
+
 ENGINES = ("sim", "real")
 #: The most points a spec may expand to; above ``--yes``'s threshold (see the runner) a run asks first.
 MAX_POINTS = 1_000_000
@@ -131,6 +133,11 @@ class ExperimentSpec(BaseModel):
     figure: str | FigureSpec | None = None
     references: list[Reference] = Field(default_factory=list)
     main: bool = Field(default=True, description="part of `kdlab reproduce`")
+    hosts: list[dict[str, Any]] | Literal["testbed"] | None = Field(
+        default=None, description="engine real: the machines (kdlab.hosts); 'testbed': kdlab testbed run --hosts N"
+    )
+    scheduler: str | None = Field(default=None, description="engine real with hosts: the Dask scheduler")
+    placement: dict[str, str] = Field(default_factory=dict, description="simulated host -> host name")
 
     @field_validator("seeds")
     @classmethod
@@ -152,6 +159,7 @@ class Point:
     params: tuple[tuple[str, Any], ...]
     seed: int
     switch: bool | None = None
+    cluster: ClusterSpec | None = None  # engine real across machines (kdlab.hosts)
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -159,7 +167,7 @@ class Point:
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the result (with the code version, its cache key)."""
-        return {
+        out = {
             "workload": self.workload,
             "engine": self.engine,
             "profile": self.profile,
@@ -168,6 +176,9 @@ class Point:
             "seed": self.seed,
             "switch": self.switch,
         }
+        if self.cluster is not None:
+            out["cluster"] = self.cluster.summary()
+        return out
 
     def key(self, fingerprint: str) -> str:
         """The cache key: the resolved config (every profile value) and the code fingerprint."""
@@ -232,6 +243,7 @@ def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) ->
         raise SpecError(format_validation_error(err, origin, ExperimentSpec)) from None
     _check_sweep_axes(spec, origin)
     _check_profile(spec, origin)
+    spec_cluster(spec, origin)
     from kdlab.workloads import get_workload  # workloads validate their own params
 
     get_workload(spec.workload, origin).validate_spec(spec, origin)
@@ -310,6 +322,20 @@ def _check_profile(spec: ExperimentSpec, origin: str) -> None:
                 raise SpecError(f"{origin}: sweep.{key}: {err}") from None
 
 
+def spec_cluster(spec: ExperimentSpec, origin: str = "<spec>") -> ClusterSpec | None:
+    """The machines a real-engine spec runs on (None: this machine); SpecError naming the field if invalid.
+
+    A simulated spec's hosts are checked but not used: the simulation has its own hosts.
+    """
+    if spec.hosts == "testbed" and spec.engine != "real":
+        return None
+    try:
+        cluster = make_cluster(spec.hosts, spec.scheduler, spec.placement, origin)
+    except HostsError as err:
+        raise SpecError(str(err)) from None
+    return cluster if spec.engine == "real" else None
+
+
 def expand(spec: ExperimentSpec) -> list[Point]:
     """The sweep grid times the seeds, in a stable order."""
     axes: list[tuple[str, list[Any]]] = []
@@ -319,6 +345,7 @@ def expand(spec: ExperimentSpec) -> list[Point]:
             raise SpecError(f"sweep.{key}: needs at least one value")
         axes.append((key, values))
     points = []
+    cluster = spec_cluster(spec)
     for combo in itertools.product(*(v for _, v in axes)):
         params = dict(spec.params)
         overrides: dict[str, float] = {}
@@ -344,6 +371,7 @@ def expand(spec: ExperimentSpec) -> list[Point]:
                     params=tuple(sorted(params.items())),
                     seed=seed,
                     switch=spec.switch,
+                    cluster=cluster,
                 )
             )
     return points

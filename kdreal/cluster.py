@@ -25,12 +25,12 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
 import pickle
 import queue
 import shutil
+import signal
 import socket
 import tempfile
 import traceback
@@ -70,6 +70,13 @@ def client_for(scheduler: str) -> Any:
         except OSError as err:
             raise ClusterError(f"scheduler: cannot reach the Dask scheduler {scheduler}: {err}") from None
     return client
+
+
+def close_client(scheduler: str) -> None:
+    """Close and forget this process's client of ``scheduler`` (before the scheduler goes away)."""
+    client = _clients.pop(scheduler, None)
+    if client is not None:
+        client.close()
 
 
 def local_address_towards(address: str) -> str:
@@ -183,33 +190,47 @@ def host_task(
     sim_host: str, roles: list[Role], options: RealOptions, rendezvous: tuple[str, int], token: bytes,
     processes: int, setup: Any, bind: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run one host process on this worker's machine until it ends or the run does; its exit code and log."""
+    """Run one host process on this worker's machine until it ends or the run does; its exit code and log.
+
+    The process is forked with ``os.fork``: a worker under a nanny (``dask worker``'s
+    default) is a daemonic ``multiprocessing`` process, which ``multiprocessing`` does
+    not let have children.
+    """
     data_dir = tempfile.mkdtemp(prefix=f"kdreal-{sim_host}-")
-    proc = mp.get_context("fork").Process(
-        target=_remote_host_main, name=f"kdreal:{sim_host}",
-        args=(sim_host, roles, options, rendezvous, token, processes, setup, bind, data_dir),
-    )  # fmt: skip
-    proc.start()
+    pid = os.fork()
+    if pid == 0:  # the host process
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):  # not the worker's handlers: they need its event loop
+                signal.signal(sig, signal.SIG_DFL)
+            _remote_host_main(sim_host, roles, options, rendezvous, token, processes, setup, bind, data_dir)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    pidfd = os.pidfd_open(pid)
     try:
         try:
             watch = HostLink(rendezvous, f"{sim_host}.watch", token)
-            mpc.wait([proc.sentinel, watch.socket])  # the host ends, or the engine closes the rendezvous
+            mpc.wait([pidfd, watch.socket])  # the host ends, or the engine closes the rendezvous
             watch.close()
         except OSError:
             pass  # the rendezvous is gone already: the run is over
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-        proc.join(5)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if mpc.wait([pidfd], 0):
+                break
+            os.kill(pid, sig)
+            mpc.wait([pidfd], 5)
+        exitcode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         try:
             with open(os.path.join(data_dir, f"{sim_host}.log")) as f:
                 log = f.read()[-_LOG_TAIL:]
         except OSError:
             log = ""
-        return {"exitcode": proc.exitcode, "log": log}
+        return {"exitcode": exitcode, "log": log}
     finally:
+        os.close(pidfd)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

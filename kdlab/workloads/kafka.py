@@ -17,6 +17,7 @@ not the offered one. Otherwise rates run from the first send to the last ack (de
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from typing import Any
@@ -224,7 +225,22 @@ class KafkaWorkload:
         stats = getattr(engine, "stats", None)
         if stats is not None:  # kdsim: CPU per thread class, registered memory
             row.update(_sim_stats(engine, stats))
+        row.update(clock_columns(getattr(engine, "clock_offsets", None)))
         return [row]
+
+
+def clock_columns(offsets: dict[str, dict[str, float]] | None) -> dict[str, Any]:
+    """kdreal across machines: the largest clock offset between two hosts, its uncertainty, and all of them.
+
+    End-to-end latency compares a producer's clock with a consumer's; a host whose offset
+    exceeds its uncertainty had its clock moved onto the engine's (kdreal.cluster).
+    """
+    if not offsets:
+        return {}
+    pairs = [v for k, v in offsets.items() if "|" in k] or [{"offset_us": 0.0, "uncertainty_us": 0.0}]
+    worst = max(pairs, key=lambda v: abs(v["offset_us"]))
+    return {"clock_offset_max_us": abs(worst["offset_us"]), "clock_uncertainty_max_us": max(
+        v["uncertainty_us"] for v in pairs), "clock_offsets_json": json.dumps(offsets, sort_keys=True)}  # fmt: skip
 
 
 def _broker_cores(engine: Any, stats: Any) -> dict[str, float]:

@@ -1,0 +1,133 @@
+"""kdreal across machines, launched through a real Dask cluster (one worker process per host), without RDMA.
+
+The roles here use only what needs no verbs device (rendezvous, TCP, clocks, sleeps),
+so the launch, the reports, the clock offsets, a host killed mid-run and the clean-up
+are checked in the default suite; ``tests/real/test_multihost_real.py`` runs RDMA
+datapaths the same way across devices in the testbed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kdlab import ops
+from kdlab.hosts import ClusterSpec, HostSpec
+from kdlab.program import Role
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def dask_hosts() -> Iterator[tuple[Any, ClusterSpec]]:
+    """A scheduler and two worker processes named nodeA and nodeB (the way ``dask worker --name`` names them)."""
+    workers = {name: {"cls": distributed.Nanny, "options": {"nthreads": 4, "host": "127.0.0.1"}}
+               for name in ("nodeA", "nodeB")}  # fmt: skip
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as cluster:
+        hosts = (HostSpec(name="nodeA", address="127.0.0.1"), HostSpec(name="nodeB", address="127.0.0.1"))
+        spec = ClusterSpec(scheduler=cluster.scheduler_address, hosts=hosts)
+        from kdreal.cluster import client_for, close_client
+
+        yield client_for(cluster.scheduler_address), spec
+        close_client(cluster.scheduler_address)
+
+
+def _engine(cluster: ClusterSpec, **kw: Any) -> Any:
+    from kdreal.engine import RealEngine
+
+    return RealEngine(cluster=cluster, timeout_s=20.0, run_timeout_s=60.0, **kw)
+
+
+def server(n: int) -> Any:
+    listener = yield ops.TcpListen("echo")
+    conn = yield ops.TcpAccept(listener)
+    for _ in range(n):
+        _, msg = yield ops.TcpRecv([conn])
+        yield ops.TcpSend(conn, msg, 8)
+    return {"pid": os.getpid(), "ppid": os.getppid()}
+
+
+def client(n: int) -> Any:
+    conn = yield ops.TcpConnect("echo")
+    got = []
+    for i in range(n):
+        yield ops.TcpSend(conn, i, 8)
+        _, reply = yield ops.TcpRecv([conn])
+        got.append(reply)
+    t = yield ops.Clock()
+    return {"got": got, "pid": os.getpid(), "ppid": os.getppid(), "clock": t}
+
+
+def _worker_pids(client_: Any) -> dict[str, int]:
+    info = client_.scheduler_info()["workers"]
+    by_addr = client_.run(os.getpid)
+    return {info[addr]["name"]: pid for addr, pid in by_addr.items()}
+
+
+def test_each_host_process_runs_under_its_machines_worker_and_results_come_back(dask_hosts: Any) -> None:
+    client_, cluster = dask_hosts
+    engine = _engine(cluster)
+    out = engine.run([Role("server", "broker0", server, {"n": 5}), Role("client", "producer0", client, {"n": 5})])
+    assert out["client"]["got"] == [0, 1, 2, 3, 4]
+    workers = _worker_pids(client_)
+    # natural order: broker0 -> the first machine, producer0 -> the second, each under that machine's worker
+    assert out["server"]["ppid"] == workers["nodeA"] and out["client"]["ppid"] == workers["nodeB"]
+    assert out["server"]["pid"] != out["client"]["pid"]
+    offsets = engine.clock_offsets
+    assert set(offsets) == {"broker0", "producer0", "broker0|producer0"}
+    pair = offsets["broker0|producer0"]
+    # one machine, one clock: the estimate is within its uncertainty, so no correction was applied
+    assert abs(pair["offset_us"]) <= pair["uncertainty_us"]
+    assert offsets["broker0"]["applied"] == offsets["producer0"]["applied"] == 0.0
+
+
+def test_a_placement_puts_hosts_on_the_machines_it_names(dask_hosts: Any) -> None:
+    client_, cluster = dask_hosts
+    placed = cluster.model_copy(update={"placement": (("broker0", "nodeB"), ("producer0", "nodeB"))})
+    out = _engine(placed).run([Role("server", "broker0", server, {"n": 1}), Role("client", "producer0", client,
+                                                                              {"n": 1})])  # fmt: skip
+    workers = _worker_pids(client_)
+    assert out["server"]["ppid"] == out["client"]["ppid"] == workers["nodeB"]
+
+
+def sleeper() -> Any:
+    yield ops.Publish("sleeper-up", os.getpid())
+    yield ops.Sleep(3600e9)
+
+
+def victim() -> Any:
+    yield ops.Lookup("sleeper-up")
+    print("victim: about to be killed", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    yield ops.Sleep(1e9)
+
+
+def test_a_host_killed_mid_run_fails_the_run_with_its_log_and_leaves_no_process(dask_hosts: Any) -> None:
+    from kdreal.engine import RoleError
+
+    client_, cluster = dask_hosts
+    roles = [Role("sleeper", "broker0", sleeper, {}, daemon=False), Role("victim", "producer0", victim, {})]
+    with pytest.raises(RoleError) as info:
+        _engine(cluster).run(roles)
+    err = info.value
+    assert err.role == "victim"
+    assert "killed by signal 9" in err.detail
+    assert "victim: about to be killed" in err.detail  # the end of the killed host's log
+    # every host's processes are gone: no worker has a child left
+    children = client_.run(lambda: [p.pid for p in __import__("psutil").Process().children(recursive=True)])
+    assert all(not pids for pids in children.values()), children
+
+
+def test_a_host_without_a_worker_is_named(dask_hosts: Any) -> None:
+    from kdreal.cluster import ClusterError
+
+    _, cluster = dask_hosts
+    missing = cluster.model_copy(update={"hosts": (*cluster.hosts, HostSpec(name="nodeC", address="127.0.0.1"))})
+    with pytest.raises(ClusterError, match="no Dask worker named nodeC"):
+        _engine(missing).run([Role("server", "broker0", server, {"n": 0})])
