@@ -390,9 +390,10 @@ def results_check(results_dir: str, repair: bool) -> None:
         sys.exit(1)
 
 
-from kdlab.cli_fit import calibrate, calibrate_anchor, calibrate_kafka  # noqa: E402  (commands defined there)
+from kdlab.cli_cluster import cluster  # noqa: E402  (commands defined there)
+from kdlab.cli_fit import calibrate, calibrate_anchor, calibrate_kafka  # noqa: E402
 
-for _command in (calibrate, calibrate_anchor, calibrate_kafka):
+for _command in (calibrate, calibrate_anchor, calibrate_kafka, cluster):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ import click
 
 #: Errors whose message already says what was wrong and what to do: printed as they are.
 _OWN_ERRORS = ("SpecError", "ProfileError", "ResultsError", "EngineUnavailable", "OmbError", "TestbedError",
-               "SweepTooLarge")  # fmt: skip
+               "SweepTooLarge", "HostsError", "ClusterError")  # fmt: skip
 
 
 def one_line(text: str) -> str:

@@ -2,7 +2,9 @@
 
 Every kdreal perftest figure gets the hardware's own figure beside it: this module
 starts a perftest server and client on the same device (two processes over
-127.0.0.1, as in the Soft-RoCE testbed), reads their report, and turns it into rows
+127.0.0.1, as in the Soft-RoCE testbed), or, for ``kdlab cluster check``, the server on
+one host and the client on another (:func:`serve` and :func:`connect`, the client
+given the server's address), reads their report, and turns it into rows
 with the same metric columns as the ``perftest`` workload
 (``t_typical_us``..., ``bw_avg_mib_s``, ``bw_avg_gbps``, ``msg_rate_mpps``).
 """
@@ -66,6 +68,7 @@ class ToolRun:
     device: str = "rxe0"
     gid_index: int = 1
     port: int = 18515
+    server_address: str = "127.0.0.1"
 
     def argv(self, server: bool) -> list[str]:
         tool = f"ib_{self.test}"
@@ -73,14 +76,18 @@ class ToolRun:
         if self.test != "atomic_lat" and self.test != "atomic_bw":
             args += ["-s", str(self.size)]
         args += ["-n", str(self.iterations)]
-        return args if server else [*args, "127.0.0.1"]
+        return args if server else [*args, self.server_address]
+
+
+def _check_installed(run: ToolRun) -> None:
+    tool = f"ib_{run.test}"
+    if shutil.which(tool) is None:
+        raise PerftestToolError(f"{tool} not found: install Debian's 'perftest' package (kdreal testbed setup does)")
 
 
 def run_tool(run: ToolRun, timeout_s: float = 120.0) -> list[dict[str, float]]:
     """Run a perftest server and client on this host's device; -> the client's rows."""
-    tool = f"ib_{run.test}"
-    if shutil.which(tool) is None:
-        raise PerftestToolError(f"{tool} not found: install Debian's 'perftest' package (kdreal testbed setup does)")
+    _check_installed(run)
     server = subprocess.Popen(run.argv(server=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(0.5)  # let the server listen on its TCP port before the client connects
@@ -90,8 +97,33 @@ def run_tool(run: ToolRun, timeout_s: float = 120.0) -> list[dict[str, float]]:
         if server.poll() is None:
             server.kill()
     if client.returncode != 0:
-        raise PerftestToolError(
-            f"{' '.join(run.argv(False))} exited {client.returncode}:\n{client.stdout[-1500:]}{client.stderr[-1500:]}"
-            f"\nserver said:\n{server_out[-1500:]}"
-        )
+        raise PerftestToolError(_failed(run, client, server_out))
     return parse_report(client.stdout)
+
+
+def _failed(run: ToolRun, client: subprocess.CompletedProcess[str], server_out: str) -> str:
+    return (f"{' '.join(run.argv(False))} exited {client.returncode}:\n{client.stdout[-1500:]}{client.stderr[-1500:]}"
+            f"\nserver said:\n{server_out[-1500:]}")  # fmt: skip
+
+
+def serve(run: ToolRun, timeout_s: float = 120.0) -> str:
+    """Run the perftest server (on this host) until its one client is done; -> what it printed."""
+    _check_installed(run)
+    try:
+        done = subprocess.run(run.argv(server=True), capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as err:
+        return f"server timed out after {timeout_s} s: {err.stdout or ''}"
+    return done.stdout + done.stderr
+
+
+def connect(run: ToolRun, timeout_s: float = 120.0, tries: int = 20) -> list[dict[str, float]]:
+    """Run the perftest client against ``run.server_address`` (retrying while the server is not yet listening)."""
+    _check_installed(run)
+    for _ in range(tries):
+        client = subprocess.run(run.argv(server=False), capture_output=True, text=True, timeout=timeout_s, check=False)
+        if client.returncode == 0:
+            return parse_report(client.stdout)
+        if "Couldn't connect" not in client.stdout + client.stderr:
+            break
+        time.sleep(0.5)
+    raise PerftestToolError(_failed(run, client, "(on the other host)"))

@@ -27,6 +27,7 @@ the guest writes to :data:`HOSTS_FILE` for tests and ``kdlab cluster check``.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 #: Where the guest writes the host table (JSON list of :func:`host_table` entries).
@@ -42,12 +43,14 @@ def host_name(i: int) -> str:
     return f"host{i}"
 
 
-def host_table(n: int) -> list[dict[str, Any]]:
-    """The testbed's hosts as a spec's ``hosts`` section: name, TCP address, device, netns."""
+def host_table(n: int, cpus: int | None = None) -> list[dict[str, Any]]:
+    """The testbed's hosts as a spec's ``hosts`` section: name, TCP address, device, netns, and each
+    host's share of the VM's ``cpus`` (default: this machine's count, the VM's default) as its cores."""
     check_count(n)
+    cores = max(1, (cpus or os.cpu_count() or 1) // n)
     return [
         {"name": host_name(i), "address": f"10.98.0.{i + 1}", "device": f"rx{host_name(i)}", "port": 1,
-         "gid_index": None, "netns": f"kd{host_name(i)}", "rdma_address": f"10.99.0.{i + 1}"}
+         "gid_index": None, "cores": cores, "netns": f"kd{host_name(i)}", "rdma_address": f"10.99.0.{i + 1}"}
         for i in range(n)
     ]  # fmt: skip
 
@@ -57,9 +60,9 @@ def check_count(n: int) -> None:
         raise ValueError(f"--hosts must be between 1 and {MAX_HOSTS}, got {n}")
 
 
-def layout_script(n: int) -> str:
+def layout_script(n: int, cpus: int | None = None) -> str:
     """Bash that builds ``n`` hosts (namespaces, veths, bridges, routing, rxe devices); exits 97 on failure."""
-    hosts = host_table(n)
+    hosts = host_table(n, cpus)
     sysctl = "sysctl -qw"
     lines = [
         'kd_fail() { echo "kdlab-rxe-vm: host layout failed at: $*" >&2; exit 97; }',

@@ -247,7 +247,7 @@ def pyverbs_path(dest: str | os.PathLike[str] = ".pyverbs-path") -> Path:
 
 def guest_script(
     cmd: Sequence[str], cwd: Path, env: Mapping[str, str], netdev: str = "lo", hosts: int = 0,
-    python: str = sys.executable,
+    python: str = sys.executable, cpus: int | None = None,
 ) -> str:  # fmt: skip
     """The bash script the guest runs: the environment, ``rxe0`` on ``netdev``, then ``cmd`` in ``cwd``.
 
@@ -272,7 +272,7 @@ def guest_script(
         return "\n".join([*lines, shlex.join(cmd)]) + "\n"
     log, ready = "/run/kdlab-dask.log", "/run/kdlab-dask.ready"
     lines += [
-        hostlayout.layout_script(hosts),
+        hostlayout.layout_script(hosts, cpus),
         f"{shlex.quote(python)} -m kdreal.testbed.dask_hosts {hostlayout.HOSTS_FILE} {ready} >{log} 2>&1 &",
         "KD_DASK=$!",
         f"for _ in $(seq 1500); do [ -s {ready} ] && break; kill -0 $KD_DASK 2>/dev/null || break; sleep 0.2; done",
@@ -348,7 +348,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="kdlab-rxe-vm.") as tmp:
         ctl = Path(tmp)
         (ctl / "rwdir").write_text(f"{rwdir}\n")
-        (ctl / "cmd.sh").write_text(guest_script(cmd, workdir, env, netdev, hosts))
+        (ctl / "cmd.sh").write_text(guest_script(cmd, workdir, env, netdev, hosts, cpus=smp))
         args = qemu_command(cache, ctl, rwdir, mem_mib=mem_mib, smp=smp, loglevel=loglevel)
         try:
             proc = subprocess.run(args, stdin=subprocess.DEVNULL, timeout=timeout_s)

@@ -55,6 +55,12 @@ def _count(spy_dir: Path, what: str) -> int:
 
 
 def _install_spies(monkeypatch: pytest.MonkeyPatch, p: KafkaParams, spy_dir: Path) -> None:
+    install_spies(monkeypatch.setattr, p, spy_dir)
+
+
+def install_spies(setattr_: Any, p: KafkaParams, spy_dir: Path) -> None:
+    """Wrap the broker functions with the checks; ``setattr_(module, name, value)`` installs each
+    (monkeypatch's in this process, plain ``setattr`` in a host process of another machine)."""
     respond, fetch_reply = apache._respond, apache._fetch_reply
     ack_producer, slot_values = direct_commit.ack_producer, direct_broker.slot_values
     acked: dict[tuple[str, int], int] = {}
@@ -99,10 +105,10 @@ def _install_spies(monkeypatch: pytest.MonkeyPatch, p: KafkaParams, spy_dir: Pat
         _log(spy_dir, "slot")
         return values
 
-    monkeypatch.setattr(apache, "_respond", spy_respond)
-    monkeypatch.setattr(apache, "_fetch_reply", spy_fetch_reply)
-    monkeypatch.setattr(direct_commit, "ack_producer", spy_ack_producer)
-    monkeypatch.setattr(direct_broker, "slot_values", spy_slot_values)
+    setattr_(apache, "_respond", spy_respond)
+    setattr_(apache, "_fetch_reply", spy_fetch_reply)
+    setattr_(direct_commit, "ack_producer", spy_ack_producer)
+    setattr_(direct_broker, "slot_values", spy_slot_values)
 
 
 @pytest.mark.parametrize("system", SYSTEMS, ids=lambda s: "-".join(s.values()))
@@ -110,9 +116,13 @@ def test_cluster_delivers_every_record_once_in_order_and_never_past_the_high_wat
     engine: Any, system: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = KafkaParams(**system, **CLUSTER)
-    assert p.records_total * (p.record_bytes + 9) > 4 * p.segment_bytes  # several segment rolls per partition
     _install_spies(monkeypatch, p, tmp_path)
-    out = engine.run(build(p))
+    check_acceptance_run(engine.run(build(p)), p, tmp_path)
+
+
+def check_acceptance_run(out: dict[str, Any], p: KafkaParams, tmp_path: Path) -> None:
+    """The acceptance run's checks: exact delivery, every ack checked, the spies ran (also used across hosts)."""
+    assert p.records_total * (p.record_bytes + 9) > 4 * p.segment_bytes  # several segment rolls per partition
     produced = [out[f"producer{i}"]["records"] for i in range(p.producers)]
     consumed = [out[f"consumer{j}"]["records"] for j in range(p.consumers)]
     # producers send exactly their records (the last batch holds what is left)
