@@ -21,8 +21,8 @@ _workers_option = click.option("--workers", "-j", type=click.IntRange(min=1), de
                                help="parallel sweep points (default: one per core)")  # fmt: skip
 
 
-def _specs(paths: tuple[str, ...], engine: str | None = None) -> list:
-    return [load_spec(p, engine=engine) for p in paths]
+def _specs(paths: tuple[str, ...], engine: str | None = None, hosts: str | None = None) -> list:
+    return [load_spec(p, engine=engine, hosts=hosts) for p in paths]
 
 
 def _spec_files(experiments_dir: str) -> tuple[str, ...]:
@@ -64,6 +64,8 @@ def main(debug: bool) -> None:
 @click.option("--executor", default=None, help="dask://HOST:PORT to run the sweep on a Dask cluster (default: local)")
 @click.option("--recompute", is_flag=True, help="ignore results already computed for these points")
 @click.option("--yes", "-y", is_flag=True, help="run sweeps of more than 10,000 points to compute without asking")
+@click.option("--hosts", default=None, help="engine real: run on these machines, 'testbed' or a hosts YAML file "
+              "(hosts:, scheduler:, placement:; docs/real-cluster.md)")  # fmt: skip
 def run(
     specs: tuple[str, ...],
     engine: str | None,
@@ -75,6 +77,7 @@ def run(
     executor: str | None,
     recompute: bool,
     yes: bool,
+    hosts: str | None,
 ) -> None:
     """Run experiment SPECS (YAML files): sweep, write results, draw figures.
 
@@ -85,7 +88,7 @@ def run(
     from kdlab.runner import CONFIRM_POINTS, SweepFailed, run_experiment
 
     failed = False
-    for spec in _specs(specs, engine):
+    for spec in _specs(specs, engine, hosts):
         try:
             df = run_experiment(spec, workers=workers, results_dir=results_dir, progress=not quiet,
                                 executor=executor, recompute=recompute, log=click.echo,
@@ -282,19 +285,6 @@ def figures(results_dir: str, figures_dir: str, experiments_dir: str, all_versio
             click.echo(str(p))
 
 
-@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def testbed(args: tuple[str, ...]) -> None:
-    """Soft-RoCE testbed: real verbs (rdma_rxe) in a QEMU VM, for machines without RDMA.
-
-    `kdlab testbed setup` (once, root), `kdlab testbed run -- CMD ...` (boot, create rxe0, run CMD in
-    the current directory, pass its exit code), `kdlab testbed has-rdma`, `kdlab testbed --help`.
-    """
-    from kdreal.testbed.__main__ import main as testbed_main
-
-    sys.exit(testbed_main(list(args)))
-
-
 @main.command()
 @click.argument("workload", type=click.Path(exists=True, dir_okay=False))
 @click.option("--driver", type=click.Path(exists=True, dir_okay=False), help="OMB Kafka driver (driver-kafka/*.yaml)")
@@ -390,10 +380,10 @@ def results_check(results_dir: str, repair: bool) -> None:
         sys.exit(1)
 
 
-from kdlab.cli_cluster import cluster  # noqa: E402  (commands defined there)
+from kdlab.cli_cluster import cluster, testbed  # noqa: E402  (commands defined there)
 from kdlab.cli_fit import calibrate, calibrate_anchor, calibrate_kafka  # noqa: E402
 
-for _command in (calibrate, calibrate_anchor, calibrate_kafka, cluster):
+for _command in (calibrate, calibrate_anchor, calibrate_kafka, cluster, testbed):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

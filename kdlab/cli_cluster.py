@@ -1,4 +1,5 @@
-"""``kdlab cluster check``: is a real RDMA cluster (or the testbed's hosts) ready for measured runs?"""
+"""``kdlab cluster check`` (is a real RDMA cluster, or the testbed's hosts, ready for measured runs?) and
+``kdlab testbed`` (the Soft-RoCE testbed: one host, or ``--hosts N``)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,10 @@ import sys
 
 import click
 
-from kdlab.hosts import SCHEDULER_ENV, TESTBED_HOSTS_ENV, ClusterSpec, HostsError, make_cluster
-from kdlab.spec import read_yaml
-
 
 @click.group("cluster")
 def cluster() -> None:
     """Real RDMA clusters: one Dask worker per machine, named after it (docs/real-cluster.md)."""
-
-
-def _cluster_from(source: str | None, scheduler: str | None) -> ClusterSpec:
-    """The hosts of SOURCE: 'testbed', a YAML file with hosts (a spec or a hosts file), or a scheduler's workers."""
-    import os
-
-    if source is None:
-        source = "testbed" if os.environ.get(TESTBED_HOSTS_ENV) else None
-    if source is None and scheduler is None:
-        raise HostsError(f"cluster check: give a hosts file (YAML with hosts: and scheduler:), 'testbed' (inside "
-                         f"kdlab testbed run --hosts N), or --scheduler tcp://HOST:PORT ({SCHEDULER_ENV})")  # fmt: skip
-    if source == "testbed":
-        found = make_cluster("testbed", scheduler, None, "testbed")
-    elif source is not None:
-        doc, origin = read_yaml(source, "hosts", HostsError)
-        if not isinstance(doc, dict) or "hosts" not in doc:
-            raise HostsError(f"{origin}: a mapping with hosts: (and scheduler:), as in a spec")
-        found = make_cluster(doc["hosts"], scheduler or doc.get("scheduler"), doc.get("placement"), origin)
-    else:
-        from kdreal.cluster import client_for  # every worker is a host, at its own address, first device
-
-        workers = client_for(str(scheduler)).scheduler_info()["workers"]
-        hosts = [{"name": str(w["name"]), "address": w["host"]} for w in workers.values()]
-        found = make_cluster(hosts, scheduler, None, f"workers of {scheduler}")
-    assert found is not None
-    return found
 
 
 @cluster.command("check")
@@ -54,9 +26,24 @@ def check(source: str | None, scheduler: str | None, test: str, size: int, iters
     `kdlab testbed run --hosts N`); with only --scheduler every worker is a host. Prints one table per part
     and one line per problem; exits 1 if there is any problem.
     """
+    from kdreal.cluster import cluster_from
     from kdreal.cluster_check import check as run_check
 
-    report = run_check(_cluster_from(source, scheduler), test, size, iters)
+    report = run_check(cluster_from(source, scheduler), test, size, iters)
     click.echo(report.format())
     if report.problems:
         sys.exit(1)
+
+
+@click.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def testbed(args: tuple[str, ...]) -> None:
+    """Soft-RoCE testbed: real verbs (rdma_rxe) in a QEMU VM, for machines without RDMA.
+
+    `kdlab testbed setup` (once, root), `kdlab testbed run -- CMD ...` (boot, create rxe0, run CMD in
+    the current directory, pass its exit code), `kdlab testbed run --hosts N -- CMD` (N hosts, each with its
+    own network namespace, address, rxe device and Dask worker), `kdlab testbed has-rdma`, `kdlab testbed --help`.
+    """
+    from kdreal.testbed.__main__ import main as testbed_main
+
+    sys.exit(testbed_main(list(args)))

@@ -122,3 +122,15 @@ def make_cluster(
         if machine not in names:
             raise HostsError(f"{where}: placement.{sim_host}: {machine!r} is not a host; hosts: {', '.join(names)}")
     return cluster
+
+
+def spec_fields(source: str) -> dict[str, Any]:
+    """A spec's ``hosts``/``scheduler``/``placement`` from ``testbed`` or a hosts YAML file."""
+    from kdlab.spec import read_yaml
+
+    if source == "testbed":
+        return {"hosts": "testbed", "scheduler": None, "placement": {}}
+    doc, origin = read_yaml(source, "hosts", HostsError)
+    if not isinstance(doc, dict) or "hosts" not in doc:
+        raise HostsError(f"{origin}: a hosts file is a mapping with hosts: and scheduler: (and placement:)")
+    return {"hosts": doc["hosts"], "scheduler": doc.get("scheduler"), "placement": doc.get("placement") or {}}

@@ -200,10 +200,10 @@ def run_experiment(
     elif engine is not None and engine != spec.engine:
         spec = spec.model_copy(update={"engine": engine})
     points = expand(spec)
-    if any(p.engine == "real" for p in points):
+    if any(p.engine == "real" and p.cluster is None for p in points):
         from kdlab.engines import require_engine
 
-        require_engine("real")  # once, before the first point, instead of once per point
+        require_engine("real")  # once, before the first point, instead of once per point (here: no cluster)
     fingerprint = code_fingerprint()
     profiles: dict[tuple[str, str, tuple[tuple[str, float], ...]], dict[str, float]] = {}
     for p in points:  # each distinct profile resolved once, not once per point

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kdlab.hosts import ClusterSpec, HostsError, make_cluster
+from kdlab.hosts import ClusterSpec, HostsError, make_cluster, spec_fields
 
 ENGINES = ("sim", "real")
 #: The most points a spec may expand to; above ``--yes``'s threshold (see the runner) a run asks first.
@@ -230,13 +230,24 @@ def read_yaml(source: str | Path | Mapping[str, Any], what: str, error: type[Exc
         raise error(f"{origin}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
 
 
-def load_spec(source: str | Path | dict[str, Any], engine: str | None = None) -> ExperimentSpec:
-    """Read and validate a spec from a YAML file, YAML text or a mapping."""
+def load_spec(
+    source: str | Path | dict[str, Any], engine: str | None = None, hosts: str | None = None
+) -> ExperimentSpec:  # fmt: skip
+    """Read and validate a spec from a YAML file, YAML text or a mapping.
+
+    ``engine`` replaces the spec's engine; ``hosts`` its machines: ``testbed``, or a YAML
+    file with ``hosts:``, ``scheduler:`` and optionally ``placement:`` (:mod:`kdlab.hosts`).
+    """
     doc, origin = read_yaml(source, "spec", SpecError)
     if not isinstance(doc, dict):
         raise SpecError(f"{origin}: a spec is a mapping with at least 'name' and 'workload'")
     if engine is not None:
         doc = {**doc, "engine": engine}
+    if hosts is not None:
+        try:
+            doc = {**doc, **spec_fields(hosts)}
+        except HostsError as err:
+            raise SpecError(str(err)) from None
     try:
         spec = ExperimentSpec.model_validate(doc)
     except ValidationError as err:

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from kdlab.hosts import ClusterSpec
+from kdlab.hosts import SCHEDULER_ENV, TESTBED_HOSTS_ENV, ClusterSpec, HostsError, make_cluster, spec_fields
 from kdlab.program import Role
 from kdreal.engine import RealEngine, RealOptions, RoleError, Tally, host_main, with_log
 from kdreal.rendezvous import HostLink, RendezvousServer
@@ -66,7 +66,7 @@ def client_for(scheduler: str) -> Any:
         from distributed import Client
 
         try:
-            client = _clients[scheduler] = Client(scheduler, timeout=60)
+            client = _clients[scheduler] = Client(scheduler, timeout=15)
         except OSError as err:
             raise ClusterError(f"scheduler: cannot reach the Dask scheduler {scheduler}: {err}") from None
     return client
@@ -77,6 +77,25 @@ def close_client(scheduler: str) -> None:
     client = _clients.pop(scheduler, None)
     if client is not None:
         client.close()
+
+
+def cluster_from(source: str | None, scheduler: str | None) -> ClusterSpec:
+    """The hosts of ``source``: ``testbed`` (the default inside one), a YAML file with ``hosts:`` and
+    ``scheduler:`` (a spec works), or, with only ``scheduler``, each of its workers at its own address."""
+    if source is None and os.environ.get(TESTBED_HOSTS_ENV):
+        source = "testbed"
+    if source is None:
+        if scheduler is None:
+            raise HostsError(f"hosts: give a hosts file (YAML with hosts: and scheduler:), 'testbed' (inside kdlab "
+                             f"testbed run --hosts N), or --scheduler tcp://HOST:PORT ({SCHEDULER_ENV})")  # fmt: skip
+        workers = client_for(scheduler).scheduler_info()["workers"]
+        hosts = [{"name": str(w["name"]), "address": w["host"]} for w in workers.values()]
+        found = make_cluster(hosts, scheduler, None, f"workers of {scheduler}")
+    else:
+        fields = spec_fields(source)
+        found = make_cluster(fields["hosts"], scheduler or fields["scheduler"], fields["placement"], source)
+    assert found is not None
+    return found
 
 
 def local_address_towards(address: str) -> str:
