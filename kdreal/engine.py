@@ -245,7 +245,6 @@ class Tally:
             self._grace()
         for name in sorted(self.unreported[host]):
             self.failures.setdefault(name, why)
-            self.waiting_for.discard(name)
         self.unreported[host].clear()
 
     def timed_out(self) -> None:
