@@ -125,12 +125,13 @@ def make_cluster(
 
 
 def spec_fields(source: str) -> dict[str, Any]:
-    """A spec's ``hosts``/``scheduler``/``placement`` from ``testbed`` or a hosts YAML file."""
     from kdlab.spec import read_yaml
 
+    """The fields ``source`` sets: ``testbed`` sets the hosts and the scheduler (the testbed's); a file sets
+    those it has (hosts always), so a spec's own placement stays unless the file gives one."""
     if source == "testbed":
-        return {"hosts": "testbed", "scheduler": None, "placement": {}}
+        return {"hosts": "testbed", "scheduler": None}
     doc, origin = read_yaml(source, "hosts", HostsError)
     if not isinstance(doc, dict) or "hosts" not in doc:
         raise HostsError(f"{origin}: a hosts file is a mapping with hosts: and scheduler: (and placement:)")
-    return {"hosts": doc["hosts"], "scheduler": doc.get("scheduler"), "placement": doc.get("placement") or {}}
+    return {k: doc[k] for k in ("hosts", "scheduler", "placement") if k in doc}

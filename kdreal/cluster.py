@@ -5,51 +5,50 @@
 (``dask worker tcp://SCHEDULER:8786 --name node1``, see ``docs/real-cluster.md``).
 
 * The engine serves the rendezvous on the address this machine reaches the scheduler
-  from (every host reaches it), authenticated with the run's token as before.
-* For each simulated host it submits :func:`host_task`, pinned to the placed machine's
-  worker. The task forks the host process (the roles' threads, as on one machine),
-  which opens the machine's device, binds its sockets to the machine's address, and
-  reports each role's outcome over its own rendezvous connection, so results and
-  failures reach the engine as they happen.
-* The task also watches the rendezvous: when the engine closes it (the run is over,
-  failed, or the engine died) the task ends its host process. It returns the host's
-  exit code and the end of its log; a failed role's error carries its host's log.
+  from (:func:`driver_address`), authenticated with the run's token as before. The
+  network between the machines is trusted as Dask's own is: its tasks are pickles.
+* For each simulated host it submits :func:`kdreal.cluster_host.host_task`, pinned to
+  the placed machine's worker. The task forks the host process (the roles' threads, as
+  on one machine), which opens the machine's device, binds its sockets to the
+  machine's address, and reports each role's outcome over its own rendezvous
+  connection, so results and failures reach the engine as they happen. That
+  connection closing says the process ended; the task's result brings its exit code
+  and the end of its log, which a failed role's error carries.
+* When the engine closes the rendezvous (the run is over, or failed) every task ends its
+  host process; a host process also dies with its worker. Tasks not yet started are
+  cancelled.
 * Time: every host process estimates its clock's offset from the engine's (NTP's rule,
-  :meth:`kdreal.rendezvous.HostLink.offset`). Where the offset is larger than its own
-  uncertainty the host adds it to every ``Clock`` it reads, so a latency measured
-  between two hosts (a record's timestamp at its producer, its arrival at a consumer)
-  is on one time base. The engine keeps the offsets per host pair in
+  :meth:`kdreal.rendezvous.HostLink.offset`), at its start and again as each of its
+  non-daemon roles ends. Where the offset is larger than its own uncertainty the host
+  adds it to every ``Clock`` it reads, so a latency measured between two hosts (a
+  record's timestamp at its producer, its arrival at a consumer) is on one time base.
+  The engine keeps offsets, uncertainties and drifts per host pair in
   :attr:`RealEngine.clock_offsets`, and the kafka workload reports them in its rows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.connection as mpc
+import ipaddress
 import os
 import pickle
 import queue
-import shutil
-import signal
 import socket
-import tempfile
-import traceback
 from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 from kdlab.hosts import SCHEDULER_ENV, TESTBED_HOSTS_ENV, ClusterSpec, HostsError, make_cluster, spec_fields
 from kdlab.program import Role
-from kdreal.engine import RealEngine, RealOptions, RoleError, Tally, host_main, with_log
-from kdreal.rendezvous import HostLink, RendezvousServer
+from kdreal.cluster_host import host_task
+from kdreal.engine import RealEngine, RoleError, Tally, with_log
+from kdreal.rendezvous import LINK_CLOSED, RendezvousServer
 from kdreal.wire import new_token
 
 #: A report's role name that says the host's task ended (its outcome is the Dask future's).
 _ENDED = "\0ended"
 #: Seconds the engine waits for the host tasks to end after it closed the rendezvous.
 _STOP_S = 30.0
-#: How much of a host's log a failure carries back.
-_LOG_TAIL = 64_000
 
 
 class ClusterError(RuntimeError):
@@ -93,7 +92,7 @@ def cluster_from(source: str | None, scheduler: str | None) -> ClusterSpec:
         found = make_cluster(hosts, scheduler, None, f"workers of {scheduler}")
     else:
         fields = spec_fields(source)
-        found = make_cluster(fields["hosts"], scheduler or fields["scheduler"], fields["placement"], source)
+        found = make_cluster(fields["hosts"], scheduler or fields.get("scheduler"), fields.get("placement"), source)
     assert found is not None
     return found
 
@@ -106,72 +105,95 @@ def local_address_towards(address: str) -> str:
         return str(s.getsockname()[0])
 
 
-def check_workers(client: Any, cluster: ClusterSpec) -> None:
-    """Every host of the cluster has a worker of its name; ClusterError naming the missing ones."""
-    names = {w.get("name") for w in client.scheduler_info()["workers"].values()}
-    missing = [h.name for h in cluster.hosts if h.name not in names]
+def check_workers(client: Any, cluster: ClusterSpec, tasks: Counter[str] | None = None) -> None:
+    """Every host has a worker of its name, with a thread for each of its ``tasks``; ClusterError naming the others."""
+    workers = {w.get("name"): w for w in client.scheduler_info()["workers"].values()}
+    missing = [h.name for h in cluster.hosts if h.name not in workers]
     if missing:
         raise ClusterError(
             f"hosts: no Dask worker named {', '.join(missing)} at {cluster.scheduler} (workers: "
-            f"{', '.join(sorted(map(str, names))) or 'none'}); start one per host: dask worker SCHEDULER --name HOST"
+            f"{', '.join(sorted(map(str, workers))) or 'none'}); start one per host: dask worker SCHEDULER --name HOST"
         )
+    for name, n in (tasks or Counter()).items():
+        if workers[name]["nthreads"] < n:
+            raise ClusterError(f"hosts: {name} runs {n} simulated hosts at once but its worker has "
+                               f"{workers[name]['nthreads']} threads; start it with --nthreads {n + 1}")  # fmt: skip
+
+
+def driver_address(cluster: ClusterSpec) -> str:
+    """Where the hosts reach this machine: its address towards the scheduler (not loopback if a host is remote)."""
+    address = local_address_towards(cluster.scheduler)
+    remote = [h for h in cluster.hosts if not ipaddress.ip_address(_resolve(h.address)).is_loopback]
+    if ipaddress.ip_address(address).is_loopback and remote:
+        raise ClusterError(f"scheduler: {cluster.scheduler} is reached over loopback, but host {remote[0].name} is "
+                           f"at {remote[0].address}: give the scheduler's address on the hosts' network")  # fmt: skip
+    return address
+
+
+def _resolve(host: str) -> str:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return "0.0.0.0"  # a name this machine cannot resolve: not loopback
 
 
 def run_on_cluster(engine: RealEngine, by_host: dict[str, list[Role]]) -> dict[str, Any]:
     """Run each simulated host's roles on its machine; return each role's return value by name."""
     cluster: ClusterSpec = engine.cluster
     client = client_for(cluster.scheduler)
-    check_workers(client, cluster)
     placed = cluster.place(list(by_host))
     per_machine = Counter(m.name for m in placed.values())
+    check_workers(client, cluster, per_machine)
     token = new_token()
-    roles = sum(len(r) for r in by_host.values())
-    server = RendezvousServer(roles, token, host="0.0.0.0")  # every host must reach it; connections prove the token
-    address = (local_address_towards(cluster.scheduler), server.address[1])
+    server = RendezvousServer(sum(len(r) for r in by_host.values()), token, host=driver_address(cluster))
     server.start()
-    futures = {}
+    futures: dict[str, Any] = {}
     ended: dict[str, dict[str, Any]] = {}
     try:
         for sim_host, host_roles in by_host.items():
             m = placed[sim_host]
             options = replace(engine.options, device=m.device, gid_index=m.gid_index, port=m.port, cores=m.cores)
             future = client.submit(
-                host_task, sim_host, host_roles, options, address, token, per_machine[m.name], engine.host_setup,
-                m.address, key=f"kdreal-{sim_host}-{token.hex()[:12]}", workers=[m.name], allow_other_workers=False,
-                pure=False, retries=0,
+                host_task, sim_host, host_roles, options, server.address, token, per_machine[m.name],
+                engine.host_setup, m.address, key=f"kdreal-{sim_host}-{token.hex()[:12]}", workers=[m.name],
+                allow_other_workers=False, pure=False, retries=0,
             )  # fmt: skip
             future.add_done_callback(lambda _f, h=sim_host: server.reports.put((h, _ENDED, "", b"")))
             futures[sim_host] = future
         tally = Tally(by_host, engine.run_timeout_s)
-        clocks: dict[str, tuple[int, int, int]] = {}
+        clocks: dict[str, dict[str, tuple[int, ...]]] = {}
         while not tally.complete() and len(ended) < len(by_host):
             try:
                 host, name, status, payload = server.reports.get(timeout=tally.time_left())
             except queue.Empty:
                 tally.timed_out()
                 break
-            if name == _ENDED:
-                ended[host] = _task_outcome(futures[host])
-                tally.host_ended(host, f"its process on {placed[host].name} ended ({ended[host]['why']}) without a "
-                                       "result")  # fmt: skip
-            elif status == "clock":
-                clocks[host] = pickle.loads(payload)
+            if name in (_ENDED, LINK_CLOSED):
+                if host not in ended:  # the first sign wins: the link closing, or the task ending
+                    ended[host] = _task_outcome(futures[host], name == LINK_CLOSED)
+                    tally.host_ended(host, f"its process on {placed[host].name} ended ({ended[host]['why']}) "
+                                           "without a result")  # fmt: skip
+            elif status in ("clock", "clock-end"):
+                clocks.setdefault(host, {})[status] = pickle.loads(payload)
             else:
                 tally.outcome(host, name, status, pickle.loads(payload))
         engine.clock_offsets = clock_pairs(clocks)
     finally:
         server.close()  # every host task sees it and ends its process
-        _wait_ended(futures, ended)
+        _wait_ended(client, futures, ended)
     try:
         return tally.result(hosts_left=len(ended) < len(by_host))
     except RoleError as err:
         raise with_log(err, by_host, lambda h: ended.get(h, {}).get("log", "")) from None
 
 
-def _task_outcome(future: Any) -> dict[str, Any]:
+def _task_outcome(future: Any, link_closed: bool = False) -> dict[str, Any]:
     """What a finished host task says: exit code and log, or the error that ended it (a lost worker)."""
     try:
-        out = dict(future.result(timeout=5))
+        out = dict(future.result(timeout=2))
+    except TimeoutError:
+        why = "its connection to the rendezvous closed" if link_closed else "its task did not finish"
+        return {"why": why, "log": "", "exitcode": None}
     except Exception as err:  # the worker died, or the task raised
         return {"why": f"{type(err).__name__}: {err}", "log": "", "exitcode": None}
     code = out["exitcode"]
@@ -179,97 +201,37 @@ def _task_outcome(future: Any) -> dict[str, Any]:
     return out
 
 
-def _wait_ended(futures: dict[str, Any], ended: dict[str, dict[str, Any]]) -> None:
+def _wait_ended(client: Any, futures: dict[str, Any], ended: dict[str, dict[str, Any]]) -> None:
+    """Wait for the host tasks still running to end; cancel the rest (a task its lost worker would run again)."""
     from distributed import wait
 
+    running = [f for h, f in futures.items() if h not in ended]  # an ended host's process is gone already
     with contextlib.suppress(Exception):  # TimeoutError: a host did not stop; it is left out of `ended`
-        wait(list(futures.values()), timeout=_STOP_S)
+        wait(running, timeout=_STOP_S)
+    pending = [f for f in futures.values() if not f.done()]
+    if pending:
+        client.cancel(pending)
     for host, future in futures.items():
-        if host not in ended and future.done():
+        if host not in ended and future.done() and not future.cancelled():
             ended[host] = _task_outcome(future)
 
 
-def clock_pairs(clocks: dict[str, tuple[int, int, int]]) -> dict[str, dict[str, float]]:
-    """Per host, and per pair of hosts ``a|b``: offset (b's clock minus a's), its uncertainty, and if applied."""
+def clock_pairs(clocks: dict[str, dict[str, tuple[int, ...]]]) -> dict[str, dict[str, float]]:
+    """Per host, and per pair of hosts ``a|b``: offset (b's clock minus a's), uncertainty, drift, and if applied.
+
+    A host's drift is its offset at the end of its last role less the offset at its start;
+    a pair's is the difference of the two (how far their clocks moved apart during the run).
+    """
     out: dict[str, dict[str, float]] = {}
-    for h, (off, unc, applied) in sorted(clocks.items()):
-        out[h] = {"offset_us": off / 1e3, "uncertainty_us": unc / 1e3, "applied": float(applied != 0)}
-    names = sorted(clocks)
+    base = {h: c["clock"] for h, c in clocks.items() if "clock" in c}
+    drift = {h: (clocks[h]["clock-end"][0] - base[h][0]) if "clock-end" in clocks[h] else 0 for h in base}
+    for h, (off, unc, applied) in sorted(base.items()):
+        out[h] = {"offset_us": off / 1e3, "uncertainty_us": unc / 1e3, "drift_us": drift[h] / 1e3,
+                  "applied": float(applied != 0)}  # fmt: skip
+    names = sorted(base)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            (oa, ua, _), (ob, ub, _) = clocks[a], clocks[b]
-            out[f"{a}|{b}"] = {"offset_us": (oa - ob) / 1e3, "uncertainty_us": (ua + ub) / 1e3}
+            (oa, ua, _), (ob, ub, _) = base[a], base[b]
+            out[f"{a}|{b}"] = {"offset_us": (oa - ob) / 1e3, "uncertainty_us": (ua + ub) / 1e3,
+                               "drift_us": (drift[a] - drift[b]) / 1e3}  # fmt: skip
     return out
-
-
-# --- on a worker --------------------------------------------------------------------------
-
-
-def host_task(
-    sim_host: str, roles: list[Role], options: RealOptions, rendezvous: tuple[str, int], token: bytes,
-    processes: int, setup: Any, bind: str,
-) -> dict[str, Any]:  # fmt: skip
-    """Run one host process on this worker's machine until it ends or the run does; its exit code and log.
-
-    The process is forked with ``os.fork``: a worker under a nanny (``dask worker``'s
-    default) is a daemonic ``multiprocessing`` process, which ``multiprocessing`` does
-    not let have children.
-    """
-    data_dir = tempfile.mkdtemp(prefix=f"kdreal-{sim_host}-")
-    pid = os.fork()
-    if pid == 0:  # the host process
-        code = 1
-        try:
-            for sig in (signal.SIGTERM, signal.SIGINT):  # not the worker's handlers: they need its event loop
-                signal.signal(sig, signal.SIG_DFL)
-            _remote_host_main(sim_host, roles, options, rendezvous, token, processes, setup, bind, data_dir)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    pidfd = os.pidfd_open(pid)
-    try:
-        try:
-            watch = HostLink(rendezvous, f"{sim_host}.watch", token)
-            mpc.wait([pidfd, watch.socket])  # the host ends, or the engine closes the rendezvous
-            watch.close()
-        except OSError:
-            pass  # the rendezvous is gone already: the run is over
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if mpc.wait([pidfd], 0):
-                break
-            os.kill(pid, sig)
-            mpc.wait([pidfd], 5)
-        exitcode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        try:
-            with open(os.path.join(data_dir, f"{sim_host}.log")) as f:
-                log = f.read()[-_LOG_TAIL:]
-        except OSError:
-            log = ""
-        return {"exitcode": exitcode, "log": log}
-    finally:
-        os.close(pidfd)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _remote_host_main(
-    sim_host: str, roles: list[Role], options: RealOptions, rendezvous: tuple[str, int], token: bytes,
-    processes: int, setup: Any, bind: str, data_dir: str,
-) -> None:  # fmt: skip
-    """The host process on a machine: measure the clock offset, run the roles, report over the rendezvous."""
-    link = HostLink(rendezvous, sim_host, token)
-    offset, uncertainty = link.offset()
-    applied = offset if abs(offset) > uncertainty else 0  # a correction within its own error is noise
-    link.report(f"{sim_host}.clock", "clock", pickle.dumps((offset, uncertainty, applied)))
-
-    def report(name: str, outcome: tuple[str, Any]) -> None:
-        status, payload = outcome
-        try:
-            data = pickle.dumps(payload)
-        except Exception:  # the return value does not pickle
-            status, data = "error", pickle.dumps(traceback.format_exc())
-        link.report(name, status, data)
-
-    host_main(sim_host, roles, options, rendezvous, token, report, data_dir, processes, setup, applied, bind)
-    link.close()

@@ -2,8 +2,10 @@
 
 For each host (a task pinned to its Dask worker): its device is there, its port is
 ACTIVE, the GID the runs will use (and whether it is RoCE over IPv4), the port's
-active MTU and its netdev's MTU, and its clock's offset from this machine's (NTP's
-rule over the rendezvous, :meth:`kdreal.rendezvous.HostLink.offset`). Then the real
+active MTU and its netdev's MTU, and its clocks' offsets from this machine's (NTP's
+rule over the rendezvous, :meth:`kdreal.rendezvous.HostLink.offset`): the monotonic
+clock kdreal reads (machines' differ by their boot times; runs correct for it) and the
+wall clock (which chrony or PTP should keep within a millisecond). Then the real
 perftest tool between every pair of hosts, the server on one and the client on the
 other (one pair at a time, so they do not share the wire). One table per part, then
 one line per problem; :func:`check` returns them, the CLI prints them and exits 1 if
@@ -36,12 +38,14 @@ class CheckReport:
 
     def format(self) -> str:
         lines = [f"{'host':<10} {'device':<10} {'port':<7} {'gid':>3} {'address (GID)':<28} {'MTU':>5} "
-                 f"{'netdev MTU':>10} {'clock offset':>20}"]  # fmt: skip
+                 f"{'netdev MTU':>10} {'monotonic clock offset':>24} {'wall clock offset':>20}"]  # fmt: skip
         for h in self.hosts:
-            clock = f"{h.get('offset_us', float('nan')):+.1f} ± {h.get('uncertainty_us', float('nan')):.1f} us"
+            nan = float("nan")
+            clock = f"{h.get('offset_us', nan):+.1f} ± {h.get('uncertainty_us', nan):.1f} us"
+            wall = f"{h.get('wall_offset_us', nan):+.1f} ± {h.get('wall_uncertainty_us', nan):.1f} us"
             lines.append(f"{h['host']:<10} {h.get('device') or '-':<10} {h.get('port_state', '-'):<7} "
                          f"{h.get('gid_index', '-'):>3} {h.get('gid', '-'):<28} {h.get('active_mtu', '-'):>5} "
-                         f"{h.get('netdev_mtu', '-'):>10} {clock:>20}")  # fmt: skip
+                         f"{h.get('netdev_mtu', '-'):>10} {clock:>24} {wall:>20}")  # fmt: skip
         if self.pairs:
             lines += ["", f"{'server':<10} {'client':<10} {'test':<10} {'size':>6} {'typical':>12} {'p99':>12}"]
             for p in self.pairs:
@@ -61,9 +65,11 @@ def probe_host(host: HostSpec, rendezvous: tuple[str, int], token: bytes) -> dic
     try:
         link = HostLink(rendezvous, host.name, token)
         offset, uncertainty = link.offset()
+        wall, wall_uncertainty = link.offset(wall=True)
         link.close()
-        out.update(offset_us=offset / 1e3, uncertainty_us=uncertainty / 1e3)
-    except OSError as err:
+        out.update(offset_us=offset / 1e3, uncertainty_us=uncertainty / 1e3, wall_offset_us=wall / 1e3,
+                   wall_uncertainty_us=wall_uncertainty / 1e3)  # fmt: skip
+    except (OSError, RuntimeError) as err:
         out["problems"].append(f"cannot reach this machine's rendezvous at {rendezvous[0]}:{rendezvous[1]}: {err}")
     verbs = Verbs(host.name, host.device, host.gid_index, host.port)
     try:
@@ -100,9 +106,10 @@ def _host_problems(h: dict[str, Any]) -> list[str]:
         out.append(f"{h['host']}: GID {gid} (index {h['gid_index']}) is not RoCE v2 over IPv4; set gid_index")
     if h.get("netdev_mtu") and h.get("active_mtu") and h["netdev_mtu"] < h["active_mtu"]:
         out.append(f"{h['host']}: netdev MTU {h['netdev_mtu']} is below the RDMA MTU {h['active_mtu']}")
-    if abs(h.get("offset_us", 0.0)) > max(h.get("uncertainty_us", 0.0), 1000.0):
-        out.append(f"{h['host']}: clock is {h['offset_us']:+.0f} us off this machine's; runs correct for it, "
-                   "but synchronise clocks (chrony, PTP) for tools that compare them")  # fmt: skip
+    if abs(h.get("wall_offset_us", 0.0)) > max(h.get("wall_uncertainty_us", 0.0), 1000.0):
+        off = h["wall_offset_us"]
+        out.append(f"{h['host']}: its wall clock is {off:+.0f} us off this machine's (kdreal corrects for it; "
+                   "tools that compare timestamps do not): synchronise clocks (chrony, PTP)")  # fmt: skip
     return out
 
 
@@ -116,7 +123,10 @@ def check(cluster: ClusterSpec, test: str = "write_lat", size: int = 64, iterati
     try:
         futures = [client.submit(probe_host, h, address, server.token, workers=[h.name], pure=False)
                    for h in cluster.hosts]  # fmt: skip
-        report = CheckReport(hosts=client.gather(futures))
+        report = CheckReport(hosts=client.gather(futures, errors="skip"))
+        for h, f in zip(cluster.hosts, futures, strict=True):
+            if f.status == "error":
+                report.hosts.append({"host": h.name, "problems": [f"its probe failed: {f.exception()}"]})
     finally:
         server.close()
     for h in report.hosts:
@@ -153,5 +163,8 @@ def _pair(
         problems.append(f"{a.name} - {b.name}: {test} failed: {' '.join(str(err).split())[:300]}")
     except Exception as err:
         problems.append(f"{a.name} - {b.name}: {test} failed: {type(err).__name__}: {err}")
-    served.result()  # the server ends with its client (or its own time limit)
+    try:
+        served.result()  # the server ends with its client (or its own time limit)
+    except Exception as err:
+        problems.append(f"{a.name} - {b.name}: the {test} server failed: {' '.join(str(err).split())[:300]}")
     return row

@@ -108,7 +108,7 @@ class RealEngine:
     ``WaitCq`` waits (:func:`spin_allowed`; event-mode waits always sleep). ``host_setup``
     (picklable, no arguments) runs in every host process before its roles start.
 
-    With ``cluster`` (a :class:`kdreal.cluster.Cluster`: hosts, a placement and a Dask
+    With ``cluster`` (a :class:`kdlab.hosts.ClusterSpec`: hosts, a placement and a Dask
     scheduler) each simulated host's process runs on the machine the placement gives it,
     launched through Dask (:mod:`kdreal.cluster`); without it every process runs here.
     """
@@ -231,6 +231,8 @@ class Tally:
             self.deadline = grace if self.deadline is None else min(self.deadline, grace)
 
     def outcome(self, host: str, name: str, status: str, payload: Any) -> None:
+        if host not in self.unreported:
+            return  # not a host of this run
         self.unreported[host].discard(name)
         self.waiting_for.discard(name)
         if status == "ok":
@@ -241,7 +243,7 @@ class Tally:
 
     def host_ended(self, host: str, why: str) -> None:
         """``host``'s process ended: its roles without an outcome failed with ``why``."""
-        if self.unreported[host]:
+        if self.unreported.get(host):
             self._grace()
         for name in sorted(self.unreported[host]):
             self.failures.setdefault(name, why)
@@ -401,6 +403,10 @@ class Executor:
     timeout_s: float | None  # None: wait as long as the run (daemon roles)
     clock_offset_ns: int = 0  # added to perf_counter_ns: the cluster's common time base
 
+    def now(self) -> int:
+        """This host's clock on the run's time base: what ``Clock`` returns and ``IdlePoll`` times are in."""
+        return time.perf_counter_ns() + self.clock_offset_ns
+
 
 def _sleep(ex: Executor, op: ops.Sleep) -> None:
     if op.duration_ns < 0:
@@ -410,7 +416,7 @@ def _sleep(ex: Executor, op: ops.Sleep) -> None:
 
 def _idle_poll(ex: Executor, op: ops.IdlePoll) -> int:
     """Wait for the first poll; the caller's round performs it (kdreal polls for real, one by one)."""
-    wait = min(op.first_ns, op.until_ns) - time.perf_counter_ns()
+    wait = min(op.first_ns, op.until_ns) - ex.now()
     if wait > 0:
         time.sleep(wait / 1e9)
     return 0
@@ -467,7 +473,7 @@ HANDLERS: dict[type, Callable[[Executor, Any], Any]] = {
     ops.FileFlush: lambda ex, op: None,
     ops.Sleep: _sleep,
     ops.IdlePoll: _idle_poll,
-    ops.Clock: lambda ex, op: time.perf_counter_ns() + ex.clock_offset_ns,
+    ops.Clock: lambda ex, op: ex.now(),
     ops.TcpListen: _tcp_listen,
     ops.TcpAccept: lambda ex, op: ex.sockets.accept(op.listener, ex.timeout_s),
     ops.TcpConnect: _tcp_connect,

@@ -20,11 +20,13 @@ Requests ``("hello", role)``, ``("publish", key, value_bytes)``, ``("lookup", ke
 timeout_s | None)`` (a timeout of 0 peeks); replies ``("ok", payload)`` or ``(error_kind, message)``.
 
 Across hosts (:mod:`kdreal.cluster`) each host process also holds one *host* connection,
-``("hello-host", host)``, which never counts as a role: on it the host reports each role's
-outcome, ``("report", host, role, status, payload_bytes)`` (queued for the engine in
-:attr:`RendezvousServer.reports`), and reads the server's clock, ``("clock",)`` ->
-``perf_counter_ns``. When the server closes it shuts every open connection, so a host
-that still runs sees the end of the run.
+``("hello-host", host)`` (answered; a second one for the same host is refused), which never
+counts as a role: on it the host reports each role's outcome, ``("report", host, role,
+status, payload_bytes)`` (queued for the engine in :attr:`RendezvousServer.reports`, then
+:data:`LINK_CLOSED` when the connection ends), and reads the server's clocks, ``("clock",)``
+-> ``[perf_counter_ns, time_ns]``. A watcher's connection, ``("hello-watch", host)``, sends
+nothing more. When the server closes it shuts every open connection, so a host that still
+runs sees the end of the run; connections use TCP keepalive, so a vanished peer is noticed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ from kdreal.wire import CLOSED, Framing, WireError, check_hello, hello, new_toke
 
 #: Largest rendezvous frame: published values are endpoints and keys, but a report carries a role's results.
 MAX_FRAME = 1 << 28
+#: A report's role name that says a host's link closed: its process ended, or the run did.
+LINK_CLOSED = "\0link-closed"
+
+
+def keepalive(sock: socket.socket, idle_s: int = 10, interval_s: int = 5, probes: int = 3) -> None:
+    """TCP keepalive: a peer whose machine or network vanished (no FIN) is noticed within ~25 s."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval_s), ("TCP_KEEPCNT", probes)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+
+
 _FRAMES = Framing(">I", MAX_FRAME)
 
 
@@ -77,7 +91,7 @@ def _request(msg: Any) -> tuple[str, Any, Any]:
     """A well-formed request as ``(kind, arg1, arg2)``; ValueError otherwise."""
     if isinstance(msg, list | tuple) and msg:
         kind, args = msg[0], msg[1:]
-        if kind in ("hello", "hello-host") and len(args) == 1 and isinstance(args[0], str):
+        if kind in ("hello", "hello-host", "hello-watch") and len(args) == 1 and isinstance(args[0], str):
             return kind, args[0], None
         if kind == "clock" and not args:
             return kind, None, None
@@ -101,15 +115,23 @@ class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
-        store = self.server.store
-        try:
-            check_hello(self.request, self.server.token)
-        except OSError as err:  # WireError included: not a role of this run; it never counts as one
-            refuse(self.request, "the rendezvous", err)
+        if not self.server.register(self.request):  # the server is closing: nothing more to serve
             return
+        try:
+            try:
+                check_hello(self.request, self.server.token)
+            except OSError as err:  # WireError included: not a role of this run; it never counts as one
+                refuse(self.request, "the rendezvous", err)
+                return
+            self._serve()
+        finally:
+            self.server.unregister(self.request)
+
+    def _serve(self) -> None:
+        store, server = self.server.store, self.server
         role = "?"
-        counted = True  # a role's connection; a host's is not one
-        self.server.open_requests.add(self.request)
+        counted = True  # a role's connection; a host's or a watcher's is not one
+        host = None
         try:
             while (msg := _FRAMES.recv(self.request)) is not CLOSED:
                 try:
@@ -121,21 +143,29 @@ class _Handler(socketserver.BaseRequestHandler):
                     role = arg
                 elif kind == "hello-host":
                     role, counted = f"host {arg}", False
+                    if not server.claim_host(arg):  # a second process for one host (a task run twice): refused
+                        _FRAMES.send(self.request, ("error", f"host {arg} is already connected"))
+                        break
+                    host = arg
+                    _FRAMES.send(self.request, ("ok", None))
+                elif kind == "hello-watch":
+                    role, counted = f"watcher of {arg}", False
                 elif kind == "clock":
-                    _FRAMES.send(self.request, ("ok", time.perf_counter_ns()))
+                    _FRAMES.send(self.request, ("ok", [time.perf_counter_ns(), time.time_ns()]))
                 elif kind == "report":
-                    self.server.reports.put((*arg, arg2))
+                    server.reports.put((*arg, arg2))
                     _FRAMES.send(self.request, ("ok", None))
                 elif kind == "publish":
                     _FRAMES.send(self.request, self._publish(store, arg, arg2))
                 else:
                     _FRAMES.send(self.request, self._lookup(store, role, arg, arg2))
         except WireError as err:
-            refuse(self.request, f"the rendezvous (role {role})", err)
+            refuse(self.request, f"the rendezvous ({role})", err)
         except OSError:
             pass
         finally:
-            self.server.open_requests.discard(self.request)
+            if host is not None:  # its process ended (or the run did): every report it sent is queued before this
+                server.reports.put((host, LINK_CLOSED, "", b""))
             if counted:
                 with store.cond:
                     store.running -= 1
@@ -183,8 +213,40 @@ class _Server(socketserver.ThreadingTCPServer):
         self.store = _Store(roles)
         self.token = token
         self.reports: queue.Queue[tuple[str, str, str, bytes]] = queue.Queue()
-        self.open_requests: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._hosts: set[str] = set()
+        self._closing = False
         super().__init__((host, 0), _Handler)
+
+    def register(self, sock: socket.socket) -> bool:
+        """Track an accepted connection so that :meth:`shut_all` reaches it; False once closing."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._open.add(sock)
+        keepalive(sock)
+        return True
+
+    def unregister(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+    def claim_host(self, host: str) -> bool:
+        """True the first time ``host`` connects its host link in this run."""
+        with self._lock:
+            first = host not in self._hosts
+            self._hosts.add(host)
+            return first
+
+    def shut_all(self) -> None:
+        """Refuse new connections and shut every open one (a host still running learns that the run is over)."""
+        with self._lock:
+            self._closing = True
+            socks = list(self._open)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class RendezvousServer:
@@ -230,9 +292,7 @@ class RendezvousServer:
         with store.cond:
             store.deadlock = store.deadlock or "the rendezvous closed: the run is over"
             store.cond.notify_all()
-        for sock in list(self._server.open_requests):  # a host still running learns that the run is over
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        self._server.shut_all()
         self._server.server_close()
 
     def close_in_child(self) -> None:
@@ -284,14 +344,31 @@ class RendezvousClient:
 
 
 class HostLink:
-    """A host process's own connection to the rendezvous: outcome reports and the server's clock."""
+    """A host process's own connection to the rendezvous: outcome reports and the server's clock.
 
-    def __init__(self, address: tuple[str, int], host: str, token: bytes) -> None:
+    ``watch=True`` makes a watcher's connection instead: it sends nothing after its hello,
+    and its end (the server closing, or vanishing) tells the watcher that the run is over.
+    """
+
+    def __init__(self, address: tuple[str, int], host: str, token: bytes, *, watch: bool = False) -> None:
         self._sock = socket.create_connection(address)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.sendall(hello(token) + _FRAMES.frame(("hello-host", host)))
+        keepalive(self._sock)
         self._lock = threading.Lock()
         self.host = host
+        try:
+            if watch:
+                self._sock.sendall(hello(token) + _FRAMES.frame(("hello-watch", host)))
+            else:
+                self._sock.sendall(hello(token))
+                self._call("hello-host", host)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
 
     def _call(self, *msg: Any) -> Any:
         with self._lock:
@@ -304,25 +381,24 @@ class HostLink:
             raise RuntimeError(payload)
         return payload
 
-    @property
-    def socket(self) -> socket.socket:
-        return self._sock
-
     def report(self, role: str, status: str, payload: bytes) -> None:
         """Hand one role's outcome to the engine; returns once the server has queued it."""
         self._call("report", self.host, role, status, payload)
 
-    def offset(self, samples: int = 16) -> tuple[int, int]:
-        """The server clock minus this host's (``perf_counter_ns``), and its uncertainty (half the best RTT).
+    def offset(self, samples: int = 16, wall: bool = False) -> tuple[int, int]:
+        """The server's clock minus this host's, and its uncertainty (half the best round trip), in ns.
 
         NTP's rule: of several request/reply exchanges the one with the shortest round
-        trip bounds the offset best; its midpoint is the estimate.
+        trip bounds the offset best; its midpoint is the estimate. The clock is
+        ``perf_counter_ns`` (CLOCK_MONOTONIC: counts from boot, so two machines' differ by
+        their boot times), or with ``wall`` ``time_ns`` (the clock chrony and PTP keep in step).
         """
+        now = time.time_ns if wall else time.perf_counter_ns
         best: tuple[int, int] | None = None
         for _ in range(samples):
-            t0 = time.perf_counter_ns()
-            server = int(self._call("clock"))
-            t1 = time.perf_counter_ns()
+            t0 = now()
+            server = int(self._call("clock")[1 if wall else 0])
+            t1 = now()
             if best is None or t1 - t0 < best[1] * 2:
                 best = (server - (t0 + t1) // 2, (t1 - t0) // 2)
         assert best is not None

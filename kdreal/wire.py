@@ -8,8 +8,11 @@ forks. The accepting side reads exactly that many bytes, within
 connection without the token is closed and reported on stderr (:func:`refuse`), and nothing it
 sent is ever decoded. Only then do frames follow: a big-endian length and a body of
 at most a stated size, whose values :mod:`kdlab.codec` encodes (msgpack, registered
-message types only; never pickle). A frame over the limit, a truncated one or an
-undecodable body is a :class:`WireError` (a :class:`ConnectionError`).
+message types only; never pickle). The one exception: across machines a host process
+reports its roles' return values to the engine pickled, inside a frame, as Dask's own
+tasks are (:mod:`kdreal.cluster`); the engine unpickles only what came after the token.
+A frame over the limit, a truncated one or an undecodable body is a :class:`WireError`
+(a :class:`ConnectionError`).
 """
 
 from __future__ import annotations

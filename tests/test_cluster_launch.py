@@ -28,7 +28,7 @@ def dask_hosts() -> Iterator[tuple[Any, ClusterSpec]]:
     """A scheduler and two worker processes named nodeA and nodeB (the way ``dask worker --name`` names them)."""
     workers = {name: {"cls": distributed.Nanny, "options": {"nthreads": 4, "host": "127.0.0.1"}}
                for name in ("nodeA", "nodeB")}  # fmt: skip
-    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     with distributed.SpecCluster(workers=workers, scheduler=scheduler) as cluster:
         hosts = (HostSpec(name="nodeA", address="127.0.0.1"), HostSpec(name="nodeB", address="127.0.0.1"))
         spec = ClusterSpec(scheduler=cluster.scheduler_address, hosts=hosts)
@@ -131,3 +131,51 @@ def test_a_host_without_a_worker_is_named(dask_hosts: Any) -> None:
     missing = cluster.model_copy(update={"hosts": (*cluster.hosts, HostSpec(name="nodeC", address="127.0.0.1"))})
     with pytest.raises(ClusterError, match="no Dask worker named nodeC"):
         _engine(missing).run([Role("server", "broker0", server, {"n": 0})])
+
+
+def test_a_machine_with_too_few_worker_threads_or_a_loopback_driver_is_refused(dask_hosts: Any) -> None:
+    from kdreal.cluster import ClusterError, driver_address
+
+    _, cluster = dask_hosts
+    crowded = cluster.model_copy(update={"placement": tuple((f"b{i}", "nodeA") for i in range(5))})
+    roles = [Role(f"server{i}", f"b{i}", server, {"n": 0}) for i in range(5)]
+    with pytest.raises(ClusterError, match="nodeA runs 5 simulated hosts at once but its worker has 4 threads"):
+        _engine(crowded).run(roles)
+    remote = cluster.model_copy(update={"hosts": (HostSpec(name="nodeA", address="10.1.2.3"),)})
+    with pytest.raises(ClusterError, match=r"reached over loopback, but host nodeA is at 10\.1\.2\.3"):
+        driver_address(remote)
+
+
+def pid_then_sleep() -> Any:
+    yield ops.Publish("sleeper-pid", [os.getpid(), os.getppid()])
+    yield ops.Sleep(3600e9)
+
+
+def kill_its_worker() -> Any:
+    _, worker = yield ops.Lookup("sleeper-pid")
+    os.kill(worker, signal.SIGKILL)  # the machine's Dask worker dies; its host process must not live on
+    return worker
+
+
+def test_a_host_process_dies_with_its_worker_and_the_run_fails_naming_it() -> None:
+    import psutil
+
+    from kdreal.cluster import client_for, close_client
+    from kdreal.engine import RoleError
+
+    workers = {name: {"cls": distributed.Nanny, "options": {"nthreads": 4, "host": "127.0.0.1"}}
+               for name in ("nodeA", "nodeB")}  # fmt: skip
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
+    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as dask_cluster:
+        hosts = (HostSpec(name="nodeA", address="127.0.0.1"), HostSpec(name="nodeB", address="127.0.0.1"))
+        spec = ClusterSpec(scheduler=dask_cluster.scheduler_address, hosts=hosts)
+        client_for(spec.scheduler)
+        roles = [Role("sleeper", "b0", pid_then_sleep, {}), Role("killer", "p0", kill_its_worker, {})]
+        try:
+            with pytest.raises(RoleError) as info:
+                _engine(spec).run(roles)
+        finally:
+            close_client(spec.scheduler)
+    assert info.value.role == "sleeper" and "its process on nodeA ended" in info.value.detail
+    for proc in psutil.Process().children(recursive=True):  # nothing of the run is left (zombies are dead)
+        assert "kdreal" not in " ".join(proc.cmdline()) or proc.status() == psutil.STATUS_ZOMBIE

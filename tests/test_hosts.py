@@ -123,3 +123,45 @@ def test_host_connections_report_outcomes_read_the_clock_and_never_count_as_role
         role.close()
         link.close()
         server.close()
+
+
+def test_a_second_link_for_one_host_is_refused_and_a_closed_link_says_the_host_ended() -> None:
+    from kdreal.rendezvous import LINK_CLOSED
+
+    server = RendezvousServer(roles=1)
+    server.start()
+    link = HostLink(server.address, "h1", server.token)
+    try:
+        with pytest.raises(RuntimeError, match="host h1 is already connected"):
+            HostLink(server.address, "h1", server.token)  # the same host's task run a second time
+        link.report("r1", "ok", b"x")
+        link.close()
+        assert server.reports.get(timeout=5)[:2] == ("h1", "r1")
+        assert server.reports.get(timeout=5)[:2] == ("h1", LINK_CLOSED)  # after every report it sent
+    finally:
+        link.close()
+        server.close()
+
+
+def test_clock_pairs_give_each_pairs_offset_uncertainty_and_drift() -> None:
+    from kdreal.cluster import clock_pairs
+
+    clocks = {"a": {"clock": (5_000, 100, 5_000), "clock-end": (5_600, 50)}, "b": {"clock": (-2_000, 300, 0)}}
+    out = clock_pairs(clocks)
+    assert out["a"] == {"offset_us": 5.0, "uncertainty_us": 0.1, "drift_us": 0.6, "applied": 1.0}
+    assert out["b"]["drift_us"] == 0.0 and out["b"]["applied"] == 0.0
+    assert out["a|b"] == {"offset_us": 7.0, "uncertainty_us": 0.4, "drift_us": 0.6}  # b's clock minus a's is 7 us
+
+
+def test_an_idle_poll_waits_on_the_corrected_clock() -> None:
+    """A host whose clock was moved onto the engine's (offset 2 s) polls when due, not 2 s later."""
+    import time
+
+    from kdlab import ops
+    from kdreal.engine import HANDLERS, Executor
+
+    ex = Executor(None, None, None, None, "", None, clock_offset_ns=2_000_000_000)  # type: ignore[arg-type]
+    due = HANDLERS[ops.Clock](ex, ops.Clock()) + 1_000_000
+    t0 = time.perf_counter()
+    HANDLERS[ops.IdlePoll](ex, ops.IdlePoll(reads=[], first_ns=due, interval_ns=1, until_ns=due + 10**9))
+    assert time.perf_counter() - t0 < 0.5

@@ -6,7 +6,7 @@ built the layout::
     python -m kdreal.testbed.dask_hosts HOSTS_FILE READY_FILE
 
 It imports ``distributed`` once and forks one process per host, which enters the
-host's namespace (:func:`kdreal.netns.enter_netns`) before it opens any socket or
+host's namespace (:func:`kdreal.linux.enter_netns`) before it opens any socket or
 thread and then runs a worker named after the host, listening on the host's TCP
 address. The parent runs the scheduler on ``10.98.0.254:8786`` and touches
 ``READY_FILE`` once every worker has joined. SIGTERM stops all of them.
@@ -20,10 +20,11 @@ import json
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
-from kdreal.netns import enter_netns
+from kdreal.linux import enter_netns
 from kdreal.testbed.hosts import SCHEDULER_IP, SCHEDULER_PORT
 
 #: Threads per worker: one per host process a run places there, plus checks.
@@ -60,11 +61,15 @@ def main(argv: list[str]) -> int:
     for host in hosts:
         pid = os.fork()
         if pid == 0:
+            code = 0
             try:
                 enter_netns(host["netns"])
                 asyncio.run(_worker(host))
+            except BaseException:
+                traceback.print_exc()
+                code = 1
             finally:
-                os._exit(0)
+                os._exit(code)
         children.append(pid)
 
     def stop(signum: int, frame: Any) -> None:
