@@ -7,11 +7,11 @@
     hosts:
       - {name: node1, address: 10.0.0.11, device: mlx5_0, gid_index: 3, cores: 16}
       - {name: node2, address: 10.0.0.12, device: mlx5_0, gid_index: 3, cores: 16}
-    placement: {broker0: node1, producer0: node2}   # optional: simulated host -> machine
+    placement: {b0: node1, p0: node2}   # optional: simulated host -> machine
 
 ``hosts: testbed`` takes the hosts and the scheduler of ``kdlab testbed run --hosts N``
 (``KDLAB_TESTBED_HOSTS``, ``KDLAB_DASK_SCHEDULER``). Roles name *simulated* hosts
-(``broker0``, ``producer1``); the placement maps each to a machine. Simulated hosts the
+(the Kafka cluster's ``b0``, ``p1``, ``c0``); the placement maps each to a machine. Simulated hosts the
 placement does not name fill the machines in turn, in natural name order (brokers,
 then consumers, then producers: the order racks fill in kdsim), so with as many
 machines as simulated hosts each gets one, as in the simulation. Without ``hosts``
