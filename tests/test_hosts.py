@@ -90,6 +90,8 @@ def test_testbed_layout_gives_each_host_a_namespace_an_address_and_a_device() ->
         # traffic from a host's RDMA address leaves its own veth; what arrives on a veth is delivered locally
         assert f"ip rule add pref 20 from 10.99.0.{i + 1} lookup {100 + i}" in script
         assert f"ip rule add pref 10 iif kdr{i} lookup local" in script
+        # ...and a host's packets to itself (QPs of two roles on one device) stay local
+        assert f"ip rule add pref 15 from 10.99.0.{i + 1} to 10.99.0.{i + 1} lookup local" in script
     assert script.count("nud permanent") == 3 * 2  # every host knows every other's MAC
     with pytest.raises(ValueError, match="--hosts must be between 1 and 16"):
         layout.layout_script(0)

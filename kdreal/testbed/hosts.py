@@ -16,7 +16,8 @@ Policy routing makes traffic between two hosts' RDMA addresses leave one veth an
 enter the other (without it the kernel delivers local addresses through ``lo``):
 packets from ``10.99.0.<i+1>`` (or sent out of ``kdr<i>``) use table ``100+i``,
 whose only route is the subnet on ``kdr<i>``; packets that arrive on a ``kdr``
-veth are delivered locally. Neighbour entries are fixed and ``arp_ignore=1``, so a
+veth, and a host's packets to itself (two roles of one machine, QPs on one device),
+are delivered locally. Neighbour entries are fixed and ``arp_ignore=1``, so a
 veth never answers for another host's address. MTU 9000 and a deep netdev backlog
 avoid the ACKs rxe otherwise drops under load (path MTU 4096).
 
@@ -88,6 +89,8 @@ def layout_script(n: int, cpus: int | None = None) -> str:
             f"{sysctl} net.ipv4.conf.{r}.accept_local=1 net.ipv4.conf.{r}.rp_filter=0"
             f" net.ipv4.conf.{r}.arp_ignore=1 net.ipv4.conf.{r}.arp_announce=2 || kd_fail sysctl {r}",
             f"ip rule add pref 10 iif {r} lookup local || kd_fail rule iif {r}",
+            f"ip rule add pref 15 from {h['rdma_address']} to {h['rdma_address']} lookup local"
+            f" || kd_fail rule self {r}",
             f"ip route add 10.99.0.0/24 dev {r} src {h['rdma_address']} table {100 + i} || kd_fail route {r}",
             f"ip rule add pref 20 from {h['rdma_address']} lookup {100 + i} || kd_fail rule from {r}",
             f"ip rule add pref 30 oif {r} lookup {100 + i} || kd_fail rule oif {r}",

@@ -104,6 +104,16 @@ def test_rdma_bytes_cross_between_devices_as_the_devices_count_them(cluster: Clu
     assert out["client"] is not None
 
 
+def test_two_simulated_hosts_placed_on_one_machine_share_its_device(cluster: ClusterSpec) -> None:
+    """Fewer machines than simulated hosts: two processes on one machine connect QPs on its one device."""
+    h = cluster.hosts[2]
+    placed = cluster.model_copy(update={"placement": (("a", h.name), ("b", h.name))})
+    before = counters(h.device)
+    out = _engine(placed).run(perftest_roles(PerftestConfig(test="write_lat", size=64, iterations=100)))
+    assert out["client"] is not None
+    assert counters(h.device)["sent_pkts"] > before["sent_pkts"]  # its own device carried it
+
+
 def test_a_host_killed_mid_run_fails_the_run_with_its_log_and_leaves_no_process(cluster: ClusterSpec) -> None:
     from kdreal.cluster import client_for
     from kdreal.engine import RoleError
