@@ -105,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile-out", default=None, help="write a kdsim profile with these costs")
     ap.add_argument("--name", default=None, help="the profile's name (default: the --profile-out file's stem)")
     ap.add_argument("--base", default="cx4-edr-100g", help="profile for the network and NIC (default cx4-edr-100g)")
-    ap.add_argument("--where", default="a real RDMA cluster")
+    ap.add_argument("--where", default=None, help="where it ran, for the profile (default: the testbed or a cluster)")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     cluster = cluster_from(args.source, args.scheduler)
+    where = args.where or (f"the kdlab testbed VM, {len(cluster.hosts)} hosts" if args.source == "testbed"
+                           else "a real RDMA cluster")  # fmt: skip
     per_host, facts = measure_cluster(cluster, args.rounds)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as f:
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.profile_out:
         name = args.name or Path(args.profile_out).stem
         text = profile_yaml(
-            facts["median"], Path(args.csv).name, args.where, min(facts["cores"]), name=name, base=args.base,
-            description=f"kdreal on {len(cluster.hosts)} hosts ({args.where}): network and NIC from {args.base}, "
+            facts["median"], Path(args.csv).name, where, min(facts["cores"]), name=name, base=args.base,
+            description=f"kdreal on {len(cluster.hosts)} hosts ({where}): network and NIC from {args.base}, "
             "host and TCP costs measured from kdreal on every host (results/measured/{csv})",
             generated_by=f"python -m kdreal.cluster_costs {args.source} --csv {args.csv}",
             how=_how(per_host, facts), nic_on_host=all(facts["software_nic"]),
