@@ -8,6 +8,7 @@ datapaths the same way across devices in the testbed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -23,19 +24,26 @@ from kdlab.program import Role
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def dask_hosts() -> Iterator[tuple[Any, ClusterSpec]]:
+@contextlib.contextmanager
+def two_machines() -> Iterator[tuple[Any, ClusterSpec]]:
     """A scheduler and two worker processes named nodeA and nodeB (the way ``dask worker --name`` names them)."""
+    from kdreal.cluster import client_for, close_client
+
     workers = {name: {"cls": distributed.Nanny, "options": {"nthreads": 4, "host": "127.0.0.1"}}
                for name in ("nodeA", "nodeB")}  # fmt: skip
     scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     with distributed.SpecCluster(workers=workers, scheduler=scheduler) as cluster:
         hosts = (HostSpec(name="nodeA", address="127.0.0.1"), HostSpec(name="nodeB", address="127.0.0.1"))
-        spec = ClusterSpec(scheduler=cluster.scheduler_address, hosts=hosts)
-        from kdreal.cluster import client_for, close_client
+        try:
+            yield client_for(cluster.scheduler_address), ClusterSpec(scheduler=cluster.scheduler_address, hosts=hosts)
+        finally:
+            close_client(cluster.scheduler_address)
 
-        yield client_for(cluster.scheduler_address), spec
-        close_client(cluster.scheduler_address)
+
+@pytest.fixture(scope="module")
+def dask_hosts() -> Iterator[tuple[Any, ClusterSpec]]:
+    with two_machines() as both:
+        yield both
 
 
 def _engine(cluster: ClusterSpec, **kw: Any) -> Any:
@@ -160,22 +168,12 @@ def kill_its_worker() -> Any:
 def test_a_host_process_dies_with_its_worker_and_the_run_fails_naming_it() -> None:
     import psutil
 
-    from kdreal.cluster import client_for, close_client
     from kdreal.engine import RoleError
 
-    workers = {name: {"cls": distributed.Nanny, "options": {"nthreads": 4, "host": "127.0.0.1"}}
-               for name in ("nodeA", "nodeB")}  # fmt: skip
-    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
-    with distributed.SpecCluster(workers=workers, scheduler=scheduler) as dask_cluster:
-        hosts = (HostSpec(name="nodeA", address="127.0.0.1"), HostSpec(name="nodeB", address="127.0.0.1"))
-        spec = ClusterSpec(scheduler=dask_cluster.scheduler_address, hosts=hosts)
-        client_for(spec.scheduler)
+    with two_machines() as (_, spec):  # its own: a worker of it is killed
         roles = [Role("sleeper", "b0", pid_then_sleep, {}), Role("killer", "p0", kill_its_worker, {})]
-        try:
-            with pytest.raises(RoleError) as info:
-                _engine(spec).run(roles)
-        finally:
-            close_client(spec.scheduler)
+        with pytest.raises(RoleError) as info:
+            _engine(spec).run(roles)
     assert info.value.role == "sleeper" and "its process on nodeA ended" in info.value.detail
     for proc in psutil.Process().children(recursive=True):  # nothing of the run is left (zombies are dead)
         assert "kdreal" not in " ".join(proc.cmdline()) or proc.status() == psutil.STATUS_ZOMBIE
