@@ -16,7 +16,9 @@ def cluster() -> None:
 @cluster.command("check")
 @click.argument("source", required=False)
 @click.option("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT (default: the hosts file's)")
-@click.option("--test", default="write_lat", show_default=True, help="perftest test run between every pair")
+@click.option("--test", default="write_lat", show_default=True, help="perftest test run between every pair",
+              type=click.Choice(["write_lat", "read_lat", "send_lat", "atomic_lat", "write_bw", "read_bw", "send_bw",
+                                 "atomic_bw"]))  # fmt: skip
 @click.option("--size", type=click.IntRange(min=1), default=64, show_default=True, help="message size (bytes)")
 @click.option("--iters", type=click.IntRange(min=5), default=200, show_default=True, help="perftest iterations")
 def check(source: str | None, scheduler: str | None, test: str, size: int, iters: int) -> None:

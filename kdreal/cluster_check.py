@@ -47,11 +47,14 @@ class CheckReport:
                          f"{h.get('gid_index', '-'):>3} {h.get('gid', '-'):<28} {h.get('active_mtu', '-'):>5} "
                          f"{h.get('netdev_mtu', '-'):>10} {clock:>24} {wall:>20}")  # fmt: skip
         if self.pairs:
-            lines += ["", f"{'server':<10} {'client':<10} {'test':<10} {'size':>6} {'typical':>12} {'p99':>12}"]
+            lines += ["", f"{'server':<10} {'client':<10} {'test':<10} {'size':>6} {'typical|avg':>12} {'p99':>12}"]
             for p in self.pairs:
-                typical, p99 = p.get("t_typical_us", float("nan")), p.get("t_p99_us", float("nan"))
-                lines.append(f"{p['server']:<10} {p['client']:<10} {p['test']:<10} {p['size']:>6} "
-                             f"{typical:>9.2f} us {p99:>9.2f} us")  # fmt: skip
+                nan = float("nan")
+                if "bw_avg_gbps" in p:  # a bandwidth test: its average, and no percentile
+                    result = f"{p['bw_avg_gbps']:>7.2f} Gb/s {'-':>12}"
+                else:
+                    result = f"{p.get('t_typical_us', nan):>9.2f} us {p.get('t_p99_us', nan):>9.2f} us"
+                lines.append(f"{p['server']:<10} {p['client']:<10} {p['test']:<10} {p['size']:>6} {result}")
         lines.append("")
         lines += [f"problem: {p}" for p in self.problems] or ["no problems"]
         return "\n".join(lines)

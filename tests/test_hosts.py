@@ -167,3 +167,22 @@ def test_an_idle_poll_waits_on_the_corrected_clock() -> None:
     t0 = time.perf_counter()
     HANDLERS[ops.IdlePoll](ex, ops.IdlePoll(reads=[], first_ns=due, interval_ns=1, until_ns=due + 10**9))
     assert time.perf_counter() - t0 < 0.5
+
+
+def test_cluster_check_names_each_problem_in_one_line() -> None:
+    from kdreal.cluster_check import _host_problems
+
+    good = {"host": "n1", "problems": [], "port_state": "ACTIVE", "gid": "::ffff:10.0.0.1", "gid_index": 3,
+            "active_mtu": 4096, "netdev_mtu": 9000, "offset_us": 3.6e9, "uncertainty_us": 20.0,
+            "wall_offset_us": 150.0, "wall_uncertainty_us": 20.0}  # fmt: skip
+    assert _host_problems(good) == []  # a monotonic offset of an hour is two boot times, not a problem
+    bad = {**good, "port_state": "DOWN", "gid": "fe80::1", "gid_index": 0, "netdev_mtu": 1500,
+           "wall_offset_us": 5000.0}  # fmt: skip
+    problems = _host_problems(bad)
+    assert problems == [
+        "n1: port is DOWN, not ACTIVE",
+        "n1: GID fe80::1 (index 0) is not RoCE v2 over IPv4; set gid_index",
+        "n1: netdev MTU 1500 is below the RDMA MTU 4096",
+        "n1: its wall clock is +5000 us off this machine's (kdreal corrects for it; tools that compare timestamps do "
+        "not): synchronise clocks (chrony, PTP)",
+    ]
