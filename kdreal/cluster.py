@@ -41,7 +41,8 @@ from typing import Any
 from kdlab.hosts import SCHEDULER_ENV, TESTBED_HOSTS_ENV, ClusterSpec, HostsError, make_cluster, spec_fields
 from kdlab.program import Role
 from kdreal.cluster_host import host_task
-from kdreal.engine import RealEngine, RoleError, Tally, with_log
+from kdreal.engine import RealEngine
+from kdreal.outcomes import RoleError, Tally, with_log
 from kdreal.rendezvous import LINK_CLOSED, RendezvousServer
 from kdreal.wire import new_token
 

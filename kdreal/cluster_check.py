@@ -22,8 +22,9 @@ from typing import Any
 
 from kdlab.hosts import ClusterSpec, HostSpec
 from kdreal.cluster import check_workers, client_for, local_address_towards
+from kdreal.host_link import HostLink
 from kdreal.perftest_tools import PerftestToolError, ToolRun, connect, serve
-from kdreal.rendezvous import HostLink, RendezvousServer
+from kdreal.rendezvous import RendezvousServer
 from kdreal.wire import new_token
 
 _PORT_STATES = {1: "DOWN", 2: "INIT", 3: "ARMED", 4: "ACTIVE", 5: "ACTIVE_DEFER"}

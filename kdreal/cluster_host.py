@@ -30,8 +30,8 @@ from typing import Any
 
 from kdlab.program import Role
 from kdreal.engine import RealOptions, host_main
+from kdreal.host_link import HostLink
 from kdreal.linux import die_with_parent
-from kdreal.rendezvous import HostLink
 from kdreal.wire import WireError
 
 #: How much of a host's log a failure carries back.

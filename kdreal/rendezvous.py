@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from kdlab.codec import decode, encode
-from kdreal.wire import CLOSED, Framing, WireError, check_hello, hello, new_token, refuse
+from kdreal.wire import CLOSED, Framing, WireError, check_hello, hello, keepalive, new_token, refuse
 
 #: Largest rendezvous frame: published values are endpoints and keys, but a report carries a role's results.
 MAX_FRAME = 1 << 28
@@ -48,15 +48,8 @@ MAX_FRAME = 1 << 28
 LINK_CLOSED = "\0link-closed"
 
 
-def keepalive(sock: socket.socket, idle_s: int = 10, interval_s: int = 5, probes: int = 3) -> None:
-    """TCP keepalive: a peer whose machine or network vanished (no FIN) is noticed within ~25 s."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for opt, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval_s), ("TCP_KEEPCNT", probes)):
-        if hasattr(socket, opt):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
-
-
-_FRAMES = Framing(">I", MAX_FRAME)
+#: The rendezvous's framing (also kdreal.host_link's).
+FRAMES = _FRAMES = Framing(">I", MAX_FRAME)
 
 
 class RendezvousDeadlock(RuntimeError):
@@ -338,71 +331,6 @@ class RendezvousClient:
             return decode(self._call("lookup", key, 0.0))
         except TimeoutError:
             return None
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-class HostLink:
-    """A host process's own connection to the rendezvous: outcome reports and the server's clock.
-
-    ``watch=True`` makes a watcher's connection instead: it sends nothing after its hello,
-    and its end (the server closing, or vanishing) tells the watcher that the run is over.
-    """
-
-    def __init__(self, address: tuple[str, int], host: str, token: bytes, *, watch: bool = False) -> None:
-        self._sock = socket.create_connection(address)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        keepalive(self._sock)
-        self._lock = threading.Lock()
-        self.host = host
-        try:
-            if watch:
-                self._sock.sendall(hello(token) + _FRAMES.frame(("hello-watch", host)))
-            else:
-                self._sock.sendall(hello(token))
-                self._call("hello-host", host)
-        except BaseException:
-            self._sock.close()
-            raise
-
-    @property
-    def socket(self) -> socket.socket:
-        return self._sock
-
-    def _call(self, *msg: Any) -> Any:
-        with self._lock:
-            _FRAMES.send(self._sock, msg)
-            reply = _FRAMES.recv(self._sock)
-        if reply is CLOSED:
-            raise ConnectionError("rendezvous server closed the connection")
-        kind, payload = reply
-        if kind != "ok":
-            raise RuntimeError(payload)
-        return payload
-
-    def report(self, role: str, status: str, payload: bytes) -> None:
-        """Hand one role's outcome to the engine; returns once the server has queued it."""
-        self._call("report", self.host, role, status, payload)
-
-    def offset(self, samples: int = 16, wall: bool = False) -> tuple[int, int]:
-        """The server's clock minus this host's, and its uncertainty (half the best round trip), in ns.
-
-        NTP's rule: of several request/reply exchanges the one with the shortest round
-        trip bounds the offset best; its midpoint is the estimate. The clock is
-        ``perf_counter_ns`` (CLOCK_MONOTONIC: counts from boot, so two machines' differ by
-        their boot times), or with ``wall`` ``time_ns`` (the clock chrony and PTP keep in step).
-        """
-        now = time.time_ns if wall else time.perf_counter_ns
-        best: tuple[int, int] | None = None
-        for _ in range(samples):
-            t0 = now()
-            server = int(self._call("clock")[1 if wall else 0])
-            t1 = now()
-            if best is None or t1 - t0 < best[1] * 2:
-                best = (server - (t0 + t1) // 2, (t1 - t0) // 2)
-        assert best is not None
-        return best
 
     def close(self) -> None:
         self._sock.close()

@@ -10,7 +10,8 @@ import pytest
 
 from kdlab.hosts import SCHEDULER_ENV, TESTBED_HOSTS_ENV, natural_order
 from kdlab.spec import SpecError, expand, load_spec
-from kdreal.rendezvous import HostLink, RendezvousClient, RendezvousDeadlock, RendezvousServer
+from kdreal.host_link import HostLink
+from kdreal.rendezvous import RendezvousClient, RendezvousDeadlock, RendezvousServer
 from kdreal.testbed import hosts as layout
 from kdreal.testbed import vm
 
