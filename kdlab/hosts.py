@@ -43,8 +43,6 @@ class HostSpec(BaseModel):
     port: int = Field(default=1, ge=1, le=255)
     gid_index: int | None = Field(default=None, ge=0, description="default: the first IPv4-mapped GID")
     cores: int | None = Field(default=None, ge=1, description="cores its processes share (default: all it has)")
-    netns: str | None = Field(default=None, description="testbed only: the host's network namespace")
-    rdma_address: str | None = Field(default=None, description="the address behind the device's GID, if not address")
 
 
 class ClusterSpec(BaseModel):
@@ -77,7 +75,8 @@ class HostsError(ValueError):
 
 
 def natural_order(hosts: list[str]) -> list[str]:
-    """Host names in natural order (b2 before b10)."""
+    """Host names in natural order (b2 before b10): the order kdsim's racks fill leaves and the default
+    placement fills machines."""
     return sorted(hosts, key=lambda h: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", h)])
 
 

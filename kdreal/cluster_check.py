@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.hosts import ClusterSpec, HostSpec
-from kdreal.cluster import check_workers, client_for, local_address_towards
+from kdreal.cluster import check_workers, client_for, driver_address
 from kdreal.host_link import HostLink
 from kdreal.perftest_tools import PerftestToolError, ToolRun, connect, serve
 from kdreal.rendezvous import RendezvousServer
@@ -121,11 +121,10 @@ def check(cluster: ClusterSpec, test: str = "write_lat", size: int = 64, iterati
     """Probe every host, then run perftest ``test`` between every pair of hosts."""
     client = client_for(cluster.scheduler)
     check_workers(client, cluster)
-    server = RendezvousServer(0, new_token(), host="0.0.0.0")  # hosts only read its clock
+    server = RendezvousServer(0, new_token(), host=driver_address(cluster))  # hosts only read its clocks
     server.start()
-    address = (local_address_towards(cluster.scheduler), server.address[1])
     try:
-        futures = [client.submit(probe_host, h, address, server.token, workers=[h.name], pure=False)
+        futures = [client.submit(probe_host, h, server.address, server.token, workers=[h.name], pure=False)
                    for h in cluster.hosts]  # fmt: skip
         report = CheckReport(hosts=client.gather(futures, errors="skip"))
         for h, f in zip(cluster.hosts, futures, strict=True):

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.hosts import ClusterSpec
-from kdlab.program import Role
-from kdreal.host_costs import HOW, _tcp_client, _tcp_server, profile_yaml
+from kdreal.host_costs import HOW, profile_yaml, tcp_latency_ns, tcp_roles
 
 
 def costs_here(rounds: int, device: str | None) -> dict[str, Any]:
@@ -52,7 +51,7 @@ def tcp_between(cluster: ClusterSpec, a: str, b: str, n: int = 400) -> float:
 
     placed = cluster.model_copy(update={"placement": (("s", a), ("c", b))})
     engine = RealEngine(cluster=placed, timeout_s=60, run_timeout_s=600)
-    out = engine.run([Role("server", "s", _tcp_server, {"n": n}), Role("client", "c", _tcp_client, {"n": n})])
+    out = engine.run(tcp_roles(n))
     return float(out["client"][2])
 
 
@@ -74,7 +73,7 @@ def measure_cluster(cluster: ClusterSpec, rounds: int = 3) -> tuple[dict[str, di
         a, b = cluster.hosts[0].name, cluster.hosts[1].name
         rtt = tcp_between(cluster, a, b)
         op, syscall, wake = median["host.op_ns"], median["host.syscall_ns"], median["host.wakeup_ns"]
-        cross = max(0.0, rtt / 2 - 2 * (op + syscall) - wake)
+        cross = tcp_latency_ns(rtt, op, syscall, wake)
         per_host[f"{a}->{b}"] = {"tcp.latency_ns": cross}
         median["tcp.latency_ns"] = cross
         facts["tcp_pair"] = (a, b)

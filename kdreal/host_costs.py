@@ -108,7 +108,7 @@ def _verbs(n: int) -> Any:
     return statistics.median(post), statistics.median(poll), statistics.median(copy), statistics.median(waits)
 
 
-def _tcp_server(n: int) -> Any:
+def _tcp_server(n: int) -> Any:  # the ping-pong's echo side
     listener = yield TcpListen("costs")
     conn = yield TcpAccept(listener)
     for _ in range(n):
@@ -131,6 +131,16 @@ def _tcp_client(n: int) -> Any:
         if i % 2 == 0:
             rtt.append(t2 - t0)
     return statistics.median(small), statistics.median(big), statistics.median(rtt)
+
+
+def tcp_roles(n: int, server_host: str = "s", client_host: str = "c") -> list[Role]:
+    """The TCP ping-pong: ``n`` messages, 64 B and 64 KiB in turn; the client returns medians (small, big, rtt)."""
+    return [Role("server", server_host, _tcp_server, {"n": n}), Role("client", client_host, _tcp_client, {"n": n})]
+
+
+def tcp_latency_ns(rtt: float, op: float, syscall: float, wake: float) -> float:
+    """One way = sender (op + syscall) + latency + wake-up + receiver (op + syscall): the latency, from a round trip."""
+    return max(0.0, rtt / 2 - 2 * (op + syscall) - max(0.0, wake))
 
 
 def _ping(n: int) -> Any:
@@ -173,7 +183,7 @@ def measure(rounds: int = 3, device: str | None = None) -> dict[str, float]:
         op = engine.run([Role("ops", "a", _ops, {"n": N})])["ops"]
         post, poll, copy, spin_wait = spinning.run([Role("verbs", "b", _verbs, {"n": N // 2})])["verbs"]
         yield_wait = yielding.run([Role("verbs", "b", _verbs, {"n": N // 2})])["verbs"][3]
-        tcp = engine.run([Role("server", "s", _tcp_server, {"n": 400}), Role("client", "c", _tcp_client, {"n": 400})])
+        tcp = engine.run(tcp_roles(400))
         small, big, rtt = tcp["client"]
         queues = engine.run([Role("ping", "h", _ping, {"n": 400}), Role("pong", "h", _pong, {"n": 400})])
         wake = queues["ping"] / 2 - 2 * op
@@ -190,8 +200,7 @@ def measure(rounds: int = 3, device: str | None = None) -> dict[str, float]:
             "host.notify_ns": max(0.0, wake),  # notifications wait on a Condition on the same host lock
             "host.cache_miss_ns": max(0.0, yield_wait - spin_wait),
             "tcp.send_ns_per_byte": max(0.0, (big - small) / (64 * 1024 - 64)),
-            # one way = sender (op + syscall) + latency + wake-up + receiver (op + syscall)
-            "tcp.latency_ns": max(0.0, rtt / 2 - 2 * (op + syscall) - max(0.0, wake)),
+            "tcp.latency_ns": tcp_latency_ns(rtt, op, syscall, wake),
         }
         for k, v in got.items():
             samples.setdefault(k, []).append(v)

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from kdreal.rendezvous import FRAMES as _FRAMES
+from kdreal.rendezvous import FRAMES
 from kdreal.wire import CLOSED, hello, keepalive
 
 
@@ -30,7 +30,7 @@ class HostLink:
         self.host = host
         try:
             if watch:
-                self._sock.sendall(hello(token) + _FRAMES.frame(("hello-watch", host)))
+                self._sock.sendall(hello(token) + FRAMES.frame(("hello-watch", host)))
             else:
                 self._sock.sendall(hello(token))
                 self._call("hello-host", host)
@@ -44,8 +44,8 @@ class HostLink:
 
     def _call(self, *msg: Any) -> Any:
         with self._lock:
-            _FRAMES.send(self._sock, msg)
-            reply = _FRAMES.recv(self._sock)
+            FRAMES.send(self._sock, msg)
+            reply = FRAMES.recv(self._sock)
         if reply is CLOSED:
             raise ConnectionError("rendezvous server closed the connection")
         kind, payload = reply

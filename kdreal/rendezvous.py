@@ -49,7 +49,7 @@ LINK_CLOSED = "\0link-closed"
 
 
 #: The rendezvous's framing (also kdreal.host_link's).
-FRAMES = _FRAMES = Framing(">I", MAX_FRAME)
+FRAMES = Framing(">I", MAX_FRAME)
 
 
 class RendezvousDeadlock(RuntimeError):
@@ -126,32 +126,32 @@ class _Handler(socketserver.BaseRequestHandler):
         counted = True  # a role's connection; a host's or a watcher's is not one
         host = None
         try:
-            while (msg := _FRAMES.recv(self.request)) is not CLOSED:
+            while (msg := FRAMES.recv(self.request)) is not CLOSED:
                 try:
                     kind, arg, arg2 = _request(msg)
                 except ValueError as err:
-                    _FRAMES.send(self.request, ("error", str(err)))
+                    FRAMES.send(self.request, ("error", str(err)))
                     continue
                 if kind == "hello":
                     role = arg
                 elif kind == "hello-host":
                     role, counted = f"host {arg}", False
                     if not server.claim_host(arg):  # a second process for one host (a task run twice): refused
-                        _FRAMES.send(self.request, ("error", f"host {arg} is already connected"))
+                        FRAMES.send(self.request, ("error", f"host {arg} is already connected"))
                         break
                     host = arg
-                    _FRAMES.send(self.request, ("ok", None))
+                    FRAMES.send(self.request, ("ok", None))
                 elif kind == "hello-watch":
                     role, counted = f"watcher of {arg}", False
                 elif kind == "clock":
-                    _FRAMES.send(self.request, ("ok", [time.perf_counter_ns(), time.time_ns()]))
+                    FRAMES.send(self.request, ("ok", [time.perf_counter_ns(), time.time_ns()]))
                 elif kind == "report":
                     server.reports.put((*arg, arg2))
-                    _FRAMES.send(self.request, ("ok", None))
+                    FRAMES.send(self.request, ("ok", None))
                 elif kind == "publish":
-                    _FRAMES.send(self.request, self._publish(store, arg, arg2))
+                    FRAMES.send(self.request, self._publish(store, arg, arg2))
                 else:
-                    _FRAMES.send(self.request, self._lookup(store, role, arg, arg2))
+                    FRAMES.send(self.request, self._lookup(store, role, arg, arg2))
         except WireError as err:
             refuse(self.request, f"the rendezvous ({role})", err)
         except OSError:
@@ -299,11 +299,11 @@ class RendezvousClient:
     def __init__(self, address: tuple[str, int], role: str, token: bytes) -> None:
         self._sock = socket.create_connection(address)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.sendall(hello(token) + _FRAMES.frame(("hello", role)))
+        self._sock.sendall(hello(token) + FRAMES.frame(("hello", role)))
 
     def _call(self, *msg: Any) -> Any:
-        _FRAMES.send(self._sock, msg)
-        reply = _FRAMES.recv(self._sock)
+        FRAMES.send(self._sock, msg)
+        reply = FRAMES.recv(self._sock)
         if reply is CLOSED:
             raise ConnectionError("rendezvous server closed the connection")
         kind, payload = reply

@@ -8,9 +8,9 @@ is forwarded cut-through, so the next hop may start once the first packet is in.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from kdlab.hosts import natural_order
 from kdsim.profile import Profile
 from kdsim.timeline import Timeline
 
@@ -65,11 +65,6 @@ class Path:
 
     hops: list[Timeline]
     hop_latency_ns: list[float]
-
-
-def natural_order(hosts: list[str]) -> list[str]:
-    """Host names in natural order (b2 before b10): the order hosts fill the leaves."""
-    return sorted(hosts, key=lambda h: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", h)])
 
 
 class Fabric:

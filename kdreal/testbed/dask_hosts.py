@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kdreal.linux import enter_netns
-from kdreal.testbed.hosts import SCHEDULER_IP, SCHEDULER_PORT
+from kdreal.testbed.hosts import SCHEDULER_IP, SCHEDULER_PORT, netns
 
 #: Threads per worker: one per host process a run places there, plus checks.
 WORKER_THREADS = 8
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         if pid == 0:
             code = 0
             try:
-                enter_netns(host["netns"])
+                enter_netns(netns(host["name"]))
                 asyncio.run(_worker(host))
             except BaseException:
                 traceback.print_exc()

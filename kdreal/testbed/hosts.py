@@ -44,14 +44,23 @@ def host_name(i: int) -> str:
     return f"host{i}"
 
 
+def netns(name: str) -> str:
+    """The network namespace of the testbed host ``name``."""
+    return f"kd{name}"
+
+
+def _rdma_address(i: int) -> str:
+    return f"10.99.0.{i + 1}"
+
+
 def host_table(n: int, cpus: int | None = None) -> list[dict[str, Any]]:
-    """The testbed's hosts as a spec's ``hosts`` section: name, TCP address, device, netns, and each
-    host's share of the VM's ``cpus`` (default: this machine's count, the VM's default) as its cores."""
+    """The testbed's hosts as a spec's ``hosts`` section: name, TCP address, device, and each host's
+    share of the VM's ``cpus`` (default: this machine's count, the VM's default) as its cores."""
     check_count(n)
     cores = max(1, (cpus or os.cpu_count() or 1) // n)
     return [
         {"name": host_name(i), "address": f"10.98.0.{i + 1}", "device": f"rx{host_name(i)}", "port": 1,
-         "gid_index": None, "cores": cores, "netns": f"kd{host_name(i)}", "rdma_address": f"10.99.0.{i + 1}"}
+         "gid_index": None, "cores": cores}
         for i in range(n)
     ]  # fmt: skip
 
@@ -77,7 +86,7 @@ def layout_script(n: int, cpus: int | None = None) -> str:
         "ip rule add pref 100 lookup local && ip rule del pref 0 lookup local || kd_fail ip rule local",
     ]
     for i, h in enumerate(hosts):
-        ns, t, r = h["netns"], f"kdt{i}", f"kdr{i}"
+        ns, t, r, ip = netns(h["name"]), f"kdt{i}", f"kdr{i}", _rdma_address(i)
         lines += [
             f"ip netns add {ns} || kd_fail netns {ns}",
             f"ip link add {t} mtu 9000 type veth peer name {t}b mtu 9000 && ip link set {t}b master kdtcp up"
@@ -85,21 +94,20 @@ def layout_script(n: int, cpus: int | None = None) -> str:
             f"ip -n {ns} addr add {h['address']}/24 dev {t} && ip -n {ns} link set {t} up"
             f" && ip -n {ns} link set lo up || kd_fail {ns} addresses",
             f"ip link add {r} mtu 9000 type veth peer name {r}b mtu 9000 && ip link set {r}b master kdrdma up"
-            f" && ip addr add {h['rdma_address']}/24 dev {r} && ip link set {r} up || kd_fail {r}",
+            f" && ip addr add {ip}/24 dev {r} && ip link set {r} up || kd_fail {r}",
             f"{sysctl} net.ipv4.conf.{r}.accept_local=1 net.ipv4.conf.{r}.rp_filter=0"
             f" net.ipv4.conf.{r}.arp_ignore=1 net.ipv4.conf.{r}.arp_announce=2 || kd_fail sysctl {r}",
             f"ip rule add pref 10 iif {r} lookup local || kd_fail rule iif {r}",
-            f"ip rule add pref 15 from {h['rdma_address']} to {h['rdma_address']} lookup local"
-            f" || kd_fail rule self {r}",
-            f"ip route add 10.99.0.0/24 dev {r} src {h['rdma_address']} table {100 + i} || kd_fail route {r}",
-            f"ip rule add pref 20 from {h['rdma_address']} lookup {100 + i} || kd_fail rule from {r}",
+            f"ip rule add pref 15 from {ip} to {ip} lookup local || kd_fail rule self {r}",
+            f"ip route add 10.99.0.0/24 dev {r} src {ip} table {100 + i} || kd_fail route {r}",
+            f"ip rule add pref 20 from {ip} lookup {100 + i} || kd_fail rule from {r}",
             f"ip rule add pref 30 oif {r} lookup {100 + i} || kd_fail rule oif {r}",
         ]
     for i in range(n):
-        for j, other in enumerate(hosts):
+        for j in range(n):
             if i != j:
                 lines.append(
-                    f"ip neigh replace {other['rdma_address']} lladdr $(cat /sys/class/net/kdr{j}/address)"
+                    f"ip neigh replace {_rdma_address(j)} lladdr $(cat /sys/class/net/kdr{j}/address)"
                     f" dev kdr{i} nud permanent || kd_fail neigh kdr{i}"
                 )
     lines += [f"rdma link add {h['device']} type rxe netdev kdr{i} || kd_fail rxe {h['device']}" for i, h in

@@ -200,17 +200,16 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _built_for(cache: Path) -> dict:
-    try:
-        return json.loads((cache / _STAMP).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def is_stale(cache: Path) -> bool:
-    """True if ``cache`` holds a build whose stamp names other modules or another guest init."""
-    built = _built_for(cache)
-    return bool(built) and (built.get("init_sha") != _digest(_init_script()) or built.get("modules") != list(MODULES))
+    """True if ``cache`` holds a build whose stamp is unreadable or names other modules or another guest init."""
+    stamp = cache / _STAMP
+    if not stamp.exists():
+        return False
+    try:
+        built = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return True
+    return built.get("init_sha") != _digest(_init_script()) or built.get("modules") != list(MODULES)
 
 
 def check_ready(cache: Path) -> None:
@@ -218,7 +217,7 @@ def check_ready(cache: Path) -> None:
     missing = [f for f in ("vmlinuz", "initrd.gz") if not (cache / f).exists()]
     if missing:
         raise TestbedError(f"the testbed is not set up ({cache} has no {' or '.join(missing)}): {SETUP_HINT}")
-    if (cache / _STAMP).exists() and (not _built_for(cache) or is_stale(cache)):
+    if is_stale(cache):
         raise TestbedError(f"the testbed in {cache} was built for another version of kdlab: {SETUP_HINT}")
 
 
